@@ -1,0 +1,461 @@
+"""The one wire format: every MQTT/HTTP payload is parsed and produced here.
+
+Three inbound shapes share one validation path:
+
+* a reading object ``{"sensor_id", "value", "timestamp", ...}`` on ``sensors/<id>/readings``;
+* a JSON array of reading objects (a device's offline backlog) on the same topic;
+* a SenML pack (RFC 8428) on ``sensors/<id>/senml``.
+
+Whole-message problems (bad JSON, wrong top-level type, oversized) raise ``WireError``; problems
+with one item of a batch are returned as ``ItemError`` beside the good readings, so one bad element
+never costs the rest of a backlog.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from core.errors import WireError
+from core.topics import TopicKind, check_sensor_id
+
+DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
+DEFAULT_MAX_BATCH_ITEMS = 1000
+DEFAULT_MAX_FUTURE_SKEW_S = 300.0
+# RFC 8428 §4.5.3: SenML times below 2**28 are relative to "now".
+SENML_RELATIVE_TIME_LIMIT = 2**28
+
+Severity = Literal["warning", "critical"]
+AlertState = Literal["open", "update", "resolved"]
+
+
+class Reading(BaseModel):
+    """One validated sensor reading; ``time`` is the device's timestamp, always UTC-aware."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    sensor_id: str
+    time: datetime
+    value: float
+    sensor_type: str | None = None
+    unit: str | None = None
+    seq: int | None = None
+
+    @field_validator("time")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        if v.tzinfo is None or v.utcoffset() is None:
+            raise ValueError("naive datetime")
+        return v.astimezone(UTC)
+
+
+class AnomalyEvent(BaseModel):
+    """An alert published on ``alerts/<sensor_id>`` and stored in ``anomaly_events``."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    event_id: str
+    sensor_id: str
+    timestamp: datetime
+    value: float | None
+    score: float = Field(ge=0.0, le=1.0)
+    severity: Severity
+    state: AlertState
+    kind: str = "anomaly"
+    expected: float | None = None
+    lower: float | None = None
+    upper: float | None = None
+    detectors: dict[str, float] = Field(default_factory=dict)
+    model_version: str
+    emitted_at: datetime
+    opened_at: datetime | None = None
+    resolved_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemError:
+    """One rejected element of an otherwise readable message."""
+
+    index: int
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    readings: list[Reading]
+    errors: list[ItemError]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Validation limits; the live pipeline uses all of them, ``backtest`` disables the age ones."""
+
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS
+    max_future_skew_s: float | None = DEFAULT_MAX_FUTURE_SKEW_S
+    max_age_s: float | None = 180 * 86400.0
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _reject_constant(name: str) -> Any:
+    raise WireError("invalid_value", f"JSON constant {name} is not a finite number")
+
+
+def loads(raw: bytes | str, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Any:
+    """Parse JSON strictly: no NaN/Infinity literals, bounded size, UTF-8 only."""
+    if len(raw) > max_bytes:
+        raise WireError("too_large", f"payload of {len(raw)} bytes exceeds {max_bytes}")
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        return json.loads(text, parse_constant=_reject_constant)
+    except WireError:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise WireError("malformed_json", str(exc)[:200]) from exc
+
+
+def parse_value(v: Any) -> float:
+    # bool is an int subclass in Python; a device sending true is a bug, not a 1.0.
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise WireError("invalid_value", f"value {v!r:.60} is not a number")
+    f = float(v)
+    if not math.isfinite(f):
+        raise WireError("invalid_value", f"value {v!r:.60} is not finite")
+    return f
+
+
+def parse_timestamp(ts: Any, *, now: datetime, limits: Limits) -> datetime:
+    """RFC 3339 with an offset, or epoch seconds; checked against the skew and age limits."""
+    if isinstance(ts, bool) or ts is None:
+        raise WireError("invalid_timestamp", f"timestamp {ts!r} is not a time")
+    if isinstance(ts, int | float):
+        if not math.isfinite(ts):
+            raise WireError("invalid_timestamp", "epoch timestamp is not finite")
+        try:
+            t = datetime.fromtimestamp(float(ts), tz=UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise WireError("invalid_timestamp", f"epoch {ts!r} out of range") from exc
+    elif isinstance(ts, str):
+        t = _parse_rfc3339(ts)
+    else:
+        raise WireError("invalid_timestamp", f"timestamp of type {type(ts).__name__}")
+    return check_time_window(t, now=now, limits=limits)
+
+
+def _parse_rfc3339(ts: str) -> datetime:
+    # fromisoformat accepts more than RFC 3339 (week dates, no 'T' separators, ...); require the
+    # date-time shape before handing over so "2026-11-25" or "12:00" are not half-accepted.
+    if len(ts) < 20 or ts[4] != "-" or ts[10] not in "Tt ":
+        raise WireError("invalid_timestamp", f"timestamp {ts[:40]!r} is not RFC 3339")
+    try:
+        t = datetime.fromisoformat(ts[:10] + "T" + ts[11:])
+    except ValueError as exc:
+        raise WireError("invalid_timestamp", f"timestamp {ts[:40]!r} is not RFC 3339") from exc
+    if t.tzinfo is None:
+        raise WireError("naive_timestamp", f"timestamp {ts[:40]!r} has no UTC offset")
+    return t.astimezone(UTC)
+
+
+def check_time_window(t: datetime, *, now: datetime, limits: Limits) -> datetime:
+    if limits.max_future_skew_s is not None and t > now + timedelta(
+        seconds=limits.max_future_skew_s
+    ):
+        raise WireError(
+            "future_timestamp", f"{t.isoformat()} is more than {limits.max_future_skew_s:g}s ahead"
+        )
+    if limits.max_age_s is not None and t < now - timedelta(seconds=limits.max_age_s):
+        raise WireError("too_old", f"{t.isoformat()} is older than retention")
+    return t
+
+
+def _optional_str(obj: Mapping[str, Any], key: str, max_len: int = 64) -> str | None:
+    v = obj.get(key)
+    if v is None:
+        return None
+    if not isinstance(v, str) or len(v) > max_len:
+        raise WireError("invalid_field", f"{key} must be a string of at most {max_len} characters")
+    return v
+
+
+def reading_from_obj(
+    obj: Any, *, topic_sensor_id: str | None, now: datetime, limits: Limits
+) -> Reading:
+    """Validate one reading object. ``topic_sensor_id`` is authoritative when given."""
+    if not isinstance(obj, dict):
+        raise WireError("not_object", f"expected a JSON object, got {type(obj).__name__}")
+    sid = obj.get("sensor_id", topic_sensor_id)
+    if sid is None:
+        raise WireError("missing_field", "sensor_id is required")
+    if not isinstance(sid, str):
+        raise WireError("invalid_sensor_id", f"sensor_id {sid!r:.60} is not a string")
+    check_sensor_id(sid)
+    if topic_sensor_id is not None and sid != topic_sensor_id:
+        raise WireError(
+            "sensor_mismatch", f"payload sensor_id {sid!r} differs from topic {topic_sensor_id!r}"
+        )
+    for key in ("value", "timestamp"):
+        if key not in obj:
+            raise WireError("missing_field", f"{key} is required")
+    seq = obj.get("seq")
+    if seq is not None and (
+        isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**63
+    ):
+        raise WireError("invalid_field", "seq must be a non-negative 64-bit integer")
+    return Reading(
+        sensor_id=sid,
+        time=parse_timestamp(obj["timestamp"], now=now, limits=limits),
+        value=parse_value(obj["value"]),
+        sensor_type=_optional_str(obj, "sensor_type"),
+        unit=_optional_str(obj, "unit", 32),
+        seq=seq,
+    )
+
+
+def decode_readings(
+    raw: bytes | str,
+    *,
+    topic_sensor_id: str | None,
+    now: datetime | None = None,
+    limits: Limits = Limits(),
+) -> Decoded:
+    """Decode a reading object or an array of them (the ``readings`` topic / HTTP ingest)."""
+    now = now or datetime.now(UTC)
+    doc = loads(raw, max_bytes=limits.max_payload_bytes)
+    if isinstance(doc, dict):
+        return Decoded(
+            [reading_from_obj(doc, topic_sensor_id=topic_sensor_id, now=now, limits=limits)], []
+        )
+    if not isinstance(doc, list):
+        raise WireError("not_object", f"expected an object or array, got {type(doc).__name__}")
+    return _decode_items(
+        doc,
+        lambda o: reading_from_obj(o, topic_sensor_id=topic_sensor_id, now=now, limits=limits),
+        limits,
+    )
+
+
+def _decode_items(items: list[Any], one: Any, limits: Limits) -> Decoded:
+    if not items:
+        raise WireError("empty_batch", "array holds no readings")
+    if len(items) > limits.max_batch_items:
+        raise WireError("batch_too_large", f"{len(items)} items exceed {limits.max_batch_items}")
+    readings: list[Reading] = []
+    errors: list[ItemError] = []
+    for i, obj in enumerate(items):
+        try:
+            readings.append(one(obj))
+        except WireError as exc:
+            errors.append(ItemError(i, exc.reason, exc.detail))
+    return Decoded(readings, errors)
+
+
+def decode_senml(
+    raw: bytes | str,
+    *,
+    topic_sensor_id: str | None,
+    now: datetime | None = None,
+    limits: Limits = Limits(),
+) -> Decoded:
+    """Decode a SenML JSON pack, resolving base name/time/unit/value per RFC 8428 §4."""
+    now = now or datetime.now(UTC)
+    doc = loads(raw, max_bytes=limits.max_payload_bytes)
+    if isinstance(doc, dict):
+        doc = [doc]
+    if not isinstance(doc, list):
+        raise WireError("invalid_senml", "a SenML pack is a JSON array of records")
+    resolver = _SenmlResolver(topic_sensor_id, now, limits)
+    return _decode_items(doc, resolver.record, limits)
+
+
+class _SenmlResolver:
+    """Carries base fields forward: a base field applies to its record and all later ones."""
+
+    def __init__(self, topic_sensor_id: str | None, now: datetime, limits: Limits) -> None:
+        self.topic_sensor_id = topic_sensor_id
+        self.now = now
+        self.limits = limits
+        self.bn = ""
+        self.bt = 0.0
+        self.bu: str | None = None
+        self.bv = 0.0
+
+    def record(self, rec: Any) -> Reading:
+        if not isinstance(rec, dict):
+            raise WireError("invalid_senml", "a SenML record is a JSON object")
+        self._take_base(rec)
+        if any(k in rec for k in ("vs", "vb", "vd")) and "v" not in rec:
+            raise WireError("invalid_value", "only numeric SenML values (v) are supported")
+        if "v" not in rec and "s" not in rec:
+            raise WireError("missing_field", "SenML record has no value")
+        value = self.bv + parse_value(rec["v"] if "v" in rec else rec["s"])
+        name = self.bn + (self._str(rec, "n", "") or "")
+        sid = name or self.topic_sensor_id
+        if sid is None:
+            raise WireError("missing_field", "SenML record has no name")
+        if not isinstance(sid, str):
+            raise WireError("invalid_sensor_id", "SenML name is not a string")
+        check_sensor_id(sid)
+        if self.topic_sensor_id is not None and sid != self.topic_sensor_id:
+            raise WireError(
+                "sensor_mismatch", f"SenML name {sid!r} differs from topic {self.topic_sensor_id!r}"
+            )
+        t = self.bt + self._num(rec, "t", 0.0)
+        when = self.now.timestamp() + t if abs(t) < SENML_RELATIVE_TIME_LIMIT else t
+        return Reading(
+            sensor_id=sid,
+            time=parse_timestamp(when, now=self.now, limits=self.limits),
+            value=value,
+            unit=self._str(rec, "u", None) or self.bu,
+        )
+
+    def _take_base(self, rec: Mapping[str, Any]) -> None:
+        if "bver" in rec and (isinstance(rec["bver"], bool) or not isinstance(rec["bver"], int)):
+            raise WireError("invalid_senml", "bver must be an integer")
+        self.bn = self._str(rec, "bn", self.bn) or ""
+        self.bt = self._num(rec, "bt", self.bt)
+        self.bu = self._str(rec, "bu", self.bu)
+        self.bv = self._num(rec, "bv", self.bv)
+
+    @staticmethod
+    def _str(rec: Mapping[str, Any], key: str, default: str | None) -> str | None:
+        if key not in rec:
+            return default
+        v = rec[key]
+        if not isinstance(v, str) or len(v) > 64:
+            raise WireError("invalid_senml", f"SenML field {key} must be a short string")
+        return v
+
+    @staticmethod
+    def _num(rec: Mapping[str, Any], key: str, default: float) -> float:
+        if key not in rec:
+            return default
+        try:
+            return parse_value(rec[key])
+        except WireError as exc:
+            raise WireError(
+                "invalid_timestamp" if key in ("t", "bt") else "invalid_senml", exc.detail
+            ) from exc
+
+
+def decode(
+    kind: TopicKind,
+    raw: bytes | str,
+    *,
+    topic_sensor_id: str | None,
+    now: datetime | None = None,
+    limits: Limits = Limits(),
+) -> Decoded:
+    """Decode the payload of a data topic of the given kind."""
+    if kind is TopicKind.READINGS:
+        return decode_readings(raw, topic_sensor_id=topic_sensor_id, now=now, limits=limits)
+    if kind is TopicKind.SENML:
+        return decode_senml(raw, topic_sensor_id=topic_sensor_id, now=now, limits=limits)
+    raise WireError("unknown_topic", f"{kind} carries no readings")
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def reading_to_obj(r: Reading) -> dict[str, Any]:
+    obj: dict[str, Any] = {"sensor_id": r.sensor_id, "value": r.value, "timestamp": _iso(r.time)}
+    if r.sensor_type is not None:
+        obj["sensor_type"] = r.sensor_type
+    if r.unit is not None:
+        obj["unit"] = r.unit
+    if r.seq is not None:
+        obj["seq"] = r.seq
+    return obj
+
+
+def encode_reading(r: Reading) -> bytes:
+    return json.dumps(reading_to_obj(r), separators=(",", ":"), allow_nan=False).encode()
+
+
+def encode_readings(rs: Sequence[Reading]) -> bytes:
+    return json.dumps(
+        [reading_to_obj(r) for r in rs], separators=(",", ":"), allow_nan=False
+    ).encode()
+
+
+def encode_senml(rs: Sequence[Reading]) -> bytes:
+    """A SenML pack with a base name/time so repeated fields are sent once."""
+    if not rs:
+        raise ValueError("empty pack")
+    base = rs[0]
+    pack: list[dict[str, Any]] = []
+    for i, r in enumerate(rs):
+        rec: dict[str, Any] = {"v": r.value, "t": r.time.timestamp() - base.time.timestamp()}
+        if i == 0:
+            rec |= {"bn": base.sensor_id, "bt": base.time.timestamp()}
+            if base.unit:
+                rec["bu"] = base.unit
+        if r.sensor_id != base.sensor_id:
+            raise ValueError("a SenML pack here carries one sensor")
+        if r.unit and r.unit != base.unit:
+            rec["u"] = r.unit
+        pack.append(rec)
+    return json.dumps(pack, separators=(",", ":"), allow_nan=False).encode()
+
+
+def encode_event(e: AnomalyEvent) -> bytes:
+    return e.model_dump_json(exclude_none=False).encode()
+
+
+def decode_event(raw: bytes | str, *, topic_sensor_id: str | None = None) -> AnomalyEvent:
+    doc = loads(raw)
+    if not isinstance(doc, dict):
+        raise WireError("not_object", "an anomaly event is a JSON object")
+    try:
+        event = AnomalyEvent.model_validate(doc)
+    except ValueError as exc:
+        raise WireError("invalid_event", str(exc)[:300]) from exc
+    check_sensor_id(event.sensor_id)
+    if topic_sensor_id is not None and event.sensor_id != topic_sensor_id:
+        raise WireError("sensor_mismatch", "event sensor_id differs from topic")
+    if event.timestamp.tzinfo is None or event.emitted_at.tzinfo is None:
+        raise WireError("naive_timestamp", "event times need an offset")
+    return event
+
+
+def new_event_id(sensor_id: str, opened_at: datetime) -> str:
+    """A stable id for one incident: the same sensor and opening time give the same id, so a
+    restarted scorer that re-derives an incident re-emits the same event rather than a new one."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"sensorpipe:{sensor_id}:{_iso(opened_at)}"))
+
+
+def iter_reason_codes() -> Iterable[str]:
+    """Every reason code this module can produce (documentation and metric pre-registration)."""
+    return (
+        "malformed_json",
+        "not_object",
+        "too_large",
+        "invalid_sensor_id",
+        "sensor_mismatch",
+        "invalid_value",
+        "invalid_timestamp",
+        "naive_timestamp",
+        "future_timestamp",
+        "too_old",
+        "missing_field",
+        "invalid_field",
+        "invalid_senml",
+        "empty_batch",
+        "batch_too_large",
+        "unknown_topic",
+        "invalid_event",
+        "unknown_sensor",
+    )
