@@ -48,5 +48,10 @@ bench: setup services
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
+## Regenerate docs/db (schema.sql, ERD) from a freshly migrated private database.
+docs-db: $(BIN)/.installed
+	bash scripts/export_schema.sh
+	bash scripts/generate_erd.sh
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

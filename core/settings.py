@@ -43,29 +43,13 @@ def parse_mqtt_url(url: str) -> MqttTarget:
     )
 
 
-class Settings(BaseSettings):
-    """Settings every component shares."""
+class CommonSettings(BaseSettings):
+    """Settings every command has: logging."""
 
     model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
 
-    database_url: SecretStr = Field(description="postgresql://user:pass@host:5432/db")
-    mqtt_url: SecretStr = Field(description="mqtt://user:pass@host:1883 (mqtts:// for TLS)")
-    mqtt_tls_ca_file: str | None = None
-    mqtt_tls_cert_file: str | None = None
-    mqtt_tls_key_file: str | None = None
-    mqtt_tls_insecure: bool = False
-    mqtt_keepalive_s: int = Field(30, ge=5, le=3600)
-
     log_level: str = "INFO"
     log_format: str = Field("json", pattern="^(json|text)$")
-
-    max_payload_bytes: int = Field(256 * 1024, ge=256, le=16 * 1024 * 1024)
-    max_batch_items: int = Field(1000, ge=1, le=100_000)
-    max_future_skew_s: float = Field(300.0, ge=0)
-    retention_days: int = Field(180, ge=1)
-    # Pre-registration: when true, readings of sensors absent from `sensors` are rejected.
-    require_registered_sensors: bool = False
-    models_dir: str = "models"
 
     @field_validator("log_level")
     @classmethod
@@ -75,15 +59,40 @@ class Settings(BaseSettings):
             raise ValueError("log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return v
 
-    @property
-    def mqtt(self) -> MqttTarget:
-        return parse_mqtt_url(self.mqtt_url.get_secret_value())
+
+class DatabaseSettings(CommonSettings):
+    """Settings of commands that only talk to the database (``migrate``, ``keys``)."""
+
+    database_url: SecretStr = Field(description="postgresql://user:pass@host:5432/db")
 
     @property
     def dsn(self) -> str:
         """libpq connection string (SQLAlchemy-style ``postgresql+psycopg://`` is accepted too)."""
         url = self.database_url.get_secret_value()
         return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+class Settings(DatabaseSettings):
+    """Settings every pipeline component shares: database, broker, validation limits."""
+
+    mqtt_url: SecretStr = Field(description="mqtt://user:pass@host:1883 (mqtts:// for TLS)")
+    mqtt_tls_ca_file: str | None = None
+    mqtt_tls_cert_file: str | None = None
+    mqtt_tls_key_file: str | None = None
+    mqtt_tls_insecure: bool = False
+    mqtt_keepalive_s: int = Field(30, ge=5, le=3600)
+
+    max_payload_bytes: int = Field(256 * 1024, ge=256, le=16 * 1024 * 1024)
+    max_batch_items: int = Field(1000, ge=1, le=100_000)
+    max_future_skew_s: float = Field(300.0, ge=0)
+    retention_days: int = Field(180, ge=1)
+    # Pre-registration: when true, readings of sensors absent from `sensors` are rejected.
+    require_registered_sensors: bool = False
+    models_dir: str = "models"
+
+    @property
+    def mqtt(self) -> MqttTarget:
+        return parse_mqtt_url(self.mqtt_url.get_secret_value())
 
     @property
     def limits(self) -> Limits:

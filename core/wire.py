@@ -39,7 +39,7 @@ AlertState = Literal["open", "update", "resolved"]
 class Reading(BaseModel):
     """One validated sensor reading; ``time`` is the device's timestamp, always UTC-aware."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
     sensor_id: str
     time: datetime
@@ -59,7 +59,7 @@ class Reading(BaseModel):
 class AnomalyEvent(BaseModel):
     """An alert published on ``alerts/<sensor_id>`` and stored in ``anomaly_events``."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
     event_id: str
     sensor_id: str
@@ -155,15 +155,20 @@ def parse_timestamp(ts: Any, *, now: datetime, limits: Limits) -> datetime:
 def _parse_rfc3339(ts: str) -> datetime:
     # fromisoformat accepts more than RFC 3339 (week dates, no 'T' separators, ...); require the
     # date-time shape before handing over so "2026-11-25" or "12:00" are not half-accepted.
-    if len(ts) < 20 or ts[4] != "-" or ts[10] not in "Tt ":
+    # 19 = "YYYY-MM-DDTHH:MM:SS": shorter cannot be a date-time; exactly that is a naive one.
+    if len(ts) < 19 or ts[4] != "-" or ts[10] not in "Tt ":
         raise WireError("invalid_timestamp", f"timestamp {ts[:40]!r} is not RFC 3339")
     try:
-        t = datetime.fromisoformat(ts[:10] + "T" + ts[11:])
+        # RFC 3339 §5.6 allows a lower-case "z" offset, which fromisoformat does not.
+        t = datetime.fromisoformat(ts[:10] + "T" + ts[11:].upper())
     except ValueError as exc:
         raise WireError("invalid_timestamp", f"timestamp {ts[:40]!r} is not RFC 3339") from exc
     if t.tzinfo is None:
         raise WireError("naive_timestamp", f"timestamp {ts[:40]!r} has no UTC offset")
-    return t.astimezone(UTC)
+    try:
+        return t.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 9999-12-31T23:59:59-23:59 is past year 9999 in UTC
+        raise WireError("invalid_timestamp", f"timestamp {ts[:40]!r} is out of range") from exc
 
 
 def check_time_window(t: datetime, *, now: datetime, limits: Limits) -> datetime:

@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "backtest": "sensorpipe.commands.backtest",
     "models": "sensorpipe.commands.models",
     "keys": "sensorpipe.commands.keys",
+    "acl": "sensorpipe.commands.acl",
 }
 
 

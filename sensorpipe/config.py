@@ -8,9 +8,9 @@ from typing import TypeVar
 from pydantic import ValidationError
 
 from core.logging import configure_logging
-from core.settings import Settings
+from core.settings import CommonSettings
 
-S = TypeVar("S", bound=Settings)
+S = TypeVar("S", bound=CommonSettings)
 
 
 def load_settings(cls: type[S], component: str | None = None, **overrides: object) -> S:

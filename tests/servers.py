@@ -194,6 +194,8 @@ class MosquittoServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
+        if self.proc and self.proc.stderr:
+            self.proc.stderr.close()  # else an unraisable ResourceWarning fails the test
         self.proc = None
 
     def restart(self) -> None:

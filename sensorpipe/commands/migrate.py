@@ -26,7 +26,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from core.db import wait_for_db
-    from core.settings import Settings
+    from core.settings import DatabaseSettings
     from sensorpipe.config import load_settings
     from sensorpipe.migrate import downgrade, render_sql, upgrade
 
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
             render_sql(revision=args.revision, timescale="on" if args.timescale == "on" else "off")
         )
         return 0
-    settings = load_settings(Settings, "migrate")
+    settings = load_settings(DatabaseSettings, "migrate")
     wait_for_db(settings.dsn, timeout_s=args.wait_s)
     if args.downgrade:
         downgrade(settings.dsn, args.revision, timescale=args.timescale)

@@ -1,0 +1,171 @@
+"""Forecast quality and cost: rolling-origin evaluation on the held-out data of every dataset.
+
+Series: every sensor of ``datasets/synthetic/eval.csv`` (seed never used in training; 15-min
+readings, season 96, horizon one day = 96 steps) and ``datasets/real/waterflow.csv`` (hourly,
+season 24, horizon 24). Methods and metrics: see ``sensorpipe/forecast_eval.py`` — our streaming
+forecaster (the committed ``models/`` versions), seasonal naive, statsforecast AutoARIMA (with
+daily Fourier regressors) and AutoETS refitted at every origin; MAE, RMSE, MASE, empirical
+coverage of the 80 % / 95 % intervals, and seconds per origin (ours: the streaming update since
+the previous origin plus the forecast; peers: fit + predict).
+
+Targets (issue 8): MASE below seasonal naive on every series, within 5 % of the best peer's, and
+coverage within 5 points of nominal. The summary prints which hold; nothing is asserted.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_forecast.py            # every series, 8 origins each
+    .venv/bin/python benchmarks/bench_forecast.py --quick    # 3 series, 2 origins (~1 min)
+    .venv/bin/python benchmarks/bench_forecast.py --markdown docs/ml/forecast_results.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from core.registry import load_active  # noqa: E402
+from core.scoring import FEATURE_NAMES, ScoringConfig  # noqa: E402
+from sensorpipe.datasets import load_readings  # noqa: E402
+from sensorpipe.forecast_eval import PEERS, Grid, evaluate_series, origins_for  # noqa: E402
+
+DATASETS = [
+    # name, file, season (readings), horizon (readings), warm-up before the first origin
+    ("synthetic-eval", ROOT / "datasets/synthetic/eval.csv", 96, 96, 672),
+    ("waterflow", ROOT / "datasets/real/waterflow.csv", 24, 24, 0),
+]
+METHODS = ("sensorpipe", "seasonal_naive", *PEERS)
+QUICK_SENSORS = {"sim-temp-001", "sim-pres-003", "waterflow.pipeline"}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--origins", type=int, default=8, help="origins per series")
+    ap.add_argument("--models-dir", type=Path, default=ROOT / "models")
+    ap.add_argument("--markdown", type=Path, help="also write the tables to this file")
+    args = ap.parse_args()
+    n_origins = 2 if args.quick else args.origins
+    config = ScoringConfig()
+    detector = load_active(args.models_dir, "anomaly_detector", list(FEATURE_NAMES))
+    forecaster = load_active(args.models_dir, "forecaster")
+    _warm_up_peers()
+
+    lines: list[str] = [
+        f"models: {detector.tag}, {forecaster.tag} (order {forecaster.meta.get('order')}); "
+        f"{n_origins} origins per series",
+        "",
+        "| series | method | MAE | RMSE | MASE | cov80 % | cov95 % | s / origin |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    print("\n".join(lines), flush=True)
+    summary: list[dict[str, Any]] = []
+    for name, path, season, horizon, warm in DATASETS:
+        for s in load_readings(path).values():
+            if args.quick and s.sensor_id not in QUICK_SENSORS:
+                continue
+            n = len(Grid.of(s).y)
+            start = warm or int(0.6 * n)
+            origins = origins_for(n, start, horizon, n_origins)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # statsforecast's convergence chatter
+                pooled = evaluate_series(
+                    s,
+                    season=season,
+                    horizon=horizon,
+                    origins=origins,
+                    config=config,
+                    detector=detector,
+                    forecaster=forecaster,
+                    methods=METHODS,
+                )
+            rows = {m: p.row() for m, p in pooled.items()}
+            for m, r in rows.items():
+                line = (
+                    f"| {s.sensor_id} | {m} | {r['mae']:.4g} | {r['rmse']:.4g} | "
+                    f"{r['mase']:.3f} | {r['cov80']:.1f} | {r['cov95']:.1f} | "
+                    f"{r['seconds_per_origin']:.4f} |"
+                )
+                lines.append(line)
+                print(line, flush=True)
+            summary.append({"series": s.sensor_id, "dataset": name, **_verdict(rows)})
+    lines += ["", *_summary_lines(summary)]
+    print("\n".join(lines[-len(summary) - 4 :]))
+    if args.markdown:
+        args.markdown.write_text("\n".join(lines) + "\n")
+    return 0
+
+
+def _warm_up_peers() -> None:
+    """Compile statsforecast's numba code before anything is timed."""
+    from statsforecast.models import AutoARIMA, AutoETS
+
+    y = np.sin(np.arange(120) / 4.0) + np.random.default_rng(0).normal(0, 0.1, 120)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t0 = time.perf_counter()
+        AutoARIMA().fit(y, X=np.c_[np.sin(np.arange(120.0))]).predict(
+            2, X=np.c_[np.sin(np.arange(120.0, 122.0))], level=[80]
+        )
+        AutoETS(season_length=12).fit(y).predict(2, level=[80])
+    print(f"(statsforecast compiled in {time.perf_counter() - t0:.1f}s, not counted)")
+
+
+def _verdict(rows: dict[str, dict[str, float]]) -> dict[str, Any]:
+    ours = rows["sensorpipe"]
+    best_peer = min(PEERS, key=lambda m: rows[m]["mase"])
+    peer_s = float(np.mean([rows[m]["seconds_per_origin"] for m in PEERS]))
+    return {
+        "mase": ours["mase"],
+        "naive_mase": rows["seasonal_naive"]["mase"],
+        "best_peer": best_peer,
+        "peer_mase": rows[best_peer]["mase"],
+        "beats_naive": ours["mase"] < rows["seasonal_naive"]["mase"],
+        "within_5pct": ours["mase"] <= 1.05 * rows[best_peer]["mase"],
+        "cov80": ours["cov80"],
+        "cov95": ours["cov95"],
+        "coverage_ok": abs(ours["cov80"] - 80) <= 5 and abs(ours["cov95"] - 95) <= 5,
+        "speedup": peer_s / max(ours["seconds_per_origin"], 1e-9),
+        "peer_s": peer_s,
+        "ours_s": ours["seconds_per_origin"],
+        "update_us": 1e6 * ours["update_s_per_reading"],
+    }
+
+
+def _summary_lines(summary: list[dict[str, Any]]) -> list[str]:
+    out = [
+        "| series | our MASE | seasonal naive | best peer (MASE) | < naive | ≤ 1.05 × peer "
+        "| cov80 / cov95 | coverage ±5 | request: ours / peer refit | ours: update per reading |",
+        "|---|---:|---:|---|:-:|:-:|---:|:-:|---:|---:|",
+    ]
+    for v in summary:
+        out.append(
+            f"| {v['series']} | {v['mase']:.3f} | {v['naive_mase']:.3f} | "
+            f"{v['best_peer']} ({v['peer_mase']:.3f}) | {_yes(v['beats_naive'])} | "
+            f"{_yes(v['within_5pct'])} | {v['cov80']:.0f} / {v['cov95']:.0f} | "
+            f"{_yes(v['coverage_ok'])} | {1e3 * v['ours_s']:.1f} ms / {v['peer_s']:.2f} s "
+            f"({v['speedup']:.0f}×) | {v['update_us']:.0f} µs |"
+        )
+    held = [sum(bool(v[k]) for v in summary) for k in ("beats_naive", "within_5pct", "coverage_ok")]
+    out += [
+        "",
+        f"targets met on {len(summary)} series: below seasonal naive {held[0]}, within 5 % of the "
+        f"best peer {held[1]}, coverage within 5 points {held[2]}",
+    ]
+    return out
+
+
+def _yes(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Every tunable of the scoring library, in one frozen dataclass with documented defaults.
+
+The defaults were tuned on the simulator with the *tuning* seeds listed in
+``docs/ml/detection.md``; the quality figures there come from other seeds. Window lengths are in
+readings (not seconds) because sensors report at very different rates; the few time-based settings
+carry ``_s`` in their name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """Tunables of :class:`core.scoring.Scorer`; construct with keyword overrides.
+
+    Warm-up and learning:
+        warmup_readings: readings a sensor must have learned before it may be judged anomalous
+            (the forecaster, scales and the online detector need this much to be meaningful).
+        max_sensors: hard bound on sensors held in one process (state is preallocated in blocks).
+
+    Forecaster (online ARIMA-family, see ``forecaster.py``):
+        rls_forgetting: forgetting factor of the recursive least squares update; 0.995 remembers
+            ~200 readings, so coefficients follow slow changes of a sensor's dynamics.
+        level_alpha / scale_alpha: EWMA weights of the slow level and scale used to normalise.
+        residual_alpha: EWMA weight of the residual scale (the prediction band's sigma).
+        band_z80 / band_z95: half-widths of the 80 % / 95 % forecast intervals in sigmas.
+        band_z: half-width of the per-reading band (``lower``/``upper`` of a Score) in sigmas.
+        clean_z: an anomalous reading enters the forecaster's lags winsorised to
+            ``expected +- clean_z * sigma`` (robust filtering: bounded influence, no run-away).
+        gap_factor / gap_cap: a gap longer than ``gap_factor`` typical intervals widens the band
+            by sqrt(gap/interval), capped at ``gap_cap`` intervals.
+
+    Features and detectors:
+        short_window: readings of the short rolling window (rolling z-score and spread).
+        feature_clip: every engineered feature is clipped to [-clip, clip]; also the half-space
+            trees' feature limits.
+        hst_trees / hst_height / hst_window: shape and reference-window length of the online
+            half-space trees.
+        calib_alpha: EWMA weight of the per-sensor calibration of the tree detectors' raw scores.
+
+    Combining:
+        z_alarm_residual / z_alarm_if / z_alarm_hst: each detector's standardised statistic at
+            which its calibrated score crosses 0.5.
+        score_slope: steepness of the logistic map from standardised statistic to [0, 1].
+        threshold: the ensemble score at or above which a reading is an anomaly.
+        evidence_decay: decay of the accumulated-evidence term (CUSUM-like) that lets several
+            moderately surprising readings in a row cross the threshold where one would not.
+
+    Per-sensor calibration:
+        max_alarm_rate / alarm_rate_alpha: each sensor tracks the |residual z| that onsets of
+            band exceedance pass at rate max_alarm_rate (log-domain stochastic approximation,
+            step alarm_rate_alpha); a sensor whose level exceeds the Gaussian one gets its band
+            widened by the ratio, so one jumpy sensor does not alert all day.
+
+    Drift and adaptation:
+        cusum_k / cusum_h: drift detector on the standardised residuals of learned readings;
+            when it fires, the forecaster's covariance is reset so it relearns quickly.
+        adapt_after: consecutive same-sign anomalous readings after which a persistent level
+            shift is accepted as the new normal (the band re-anchors; alerts then clear).
+        adapt_consistency: how consistent (|mean| / std of residuals in the streak) a streak must
+            be to count as a level shift rather than a noise burst.
+    """
+
+    warmup_readings: int = 100
+    max_sensors: int = 100_000
+
+    rls_forgetting: float = 0.995
+    rls_prior_var: float = 1.0
+    level_alpha: float = 0.02
+    scale_alpha: float = 0.01
+    residual_alpha: float = 0.03
+    band_z80: float = 1.2816
+    band_z95: float = 1.9600
+    band_z: float = 4.0
+    clean_z: float = 2.0
+    gap_factor: float = 3.0
+    gap_cap: float = 100.0
+
+    short_window: int = 10
+    feature_clip: float = 10.0
+    hst_trees: int = 16
+    hst_height: int = 6
+    hst_window: int = 100
+    calib_alpha: float = 0.01
+
+    z_alarm_residual: float = 5.0
+    z_alarm_if: float = 8.0
+    z_alarm_hst: float = 10.0
+    score_slope: float = 1.5
+    threshold: float = 0.5
+    evidence_decay: float = 0.7
+
+    max_alarm_rate: float = 0.005
+    alarm_rate_alpha: float = 0.2
+    cusum_k: float = 0.5
+    cusum_h: float = 12.0
+    adapt_after: int = 20
+    adapt_consistency: float = 2.0
+
+    seed: int = 7
+    detector_weights: dict[str, float] = field(
+        default_factory=lambda: {
+            "forecast_residual": 1.0,
+            "isolation_forest": 1.0,
+            "half_space_trees": 1.0,
+        }
+    )
+
+    def __post_init__(self) -> None:
+        if not 0.5 < self.rls_forgetting <= 1.0:
+            raise ValueError("rls_forgetting must be in (0.5, 1]")
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError("threshold must be in (0, 1)")
+        if self.warmup_readings < 1 or self.short_window < 2 or self.hst_window < 2:
+            raise ValueError("warmup_readings >= 1, short_window >= 2, hst_window >= 2")
+        if self.hst_height < 1 or self.hst_trees < 1:
+            raise ValueError("hst_height and hst_trees must be >= 1")

@@ -1,0 +1,201 @@
+"""The online ARIMA-family forecaster: AR(p) on a differenced (d) series with Fourier seasonal
+terms, whose coefficients are refined per sensor by recursive least squares (RLS).
+
+Why this and not river's SNARIMAX or statsmodels' state-space ARIMA per reading:
+
+* The *order* (p, d, seasonal harmonics) is chosen offline by AIC (``training.select_forecaster``
+  fits statsmodels models on training data) and shipped as a :class:`ForecasterSpec` artifact, with
+  the fitted coefficients as the RLS prior. What differs between sensors (a smooth temperature vs.
+  a noisy vibration) is then learned online per sensor by RLS with forgetting, which is the exact
+  least-squares solution of an AR-X regression over an exponentially weighted window.
+* RLS is a handful of small matrix products, so one call updates *all* sensors of a micro-batch
+  at once (numpy over a ``(sensors, k, k)`` stack). river's SNARIMAX costs tens of microseconds
+  per ``learn_one`` in pure Python (measured in ``benchmarks/bench_scoring.py``), which alone
+  would cap throughput below the 40,000 readings/s target; refitting statsmodels per reading is
+  orders of magnitude slower still.
+* Moving-average terms are left out: with a sliding RLS an MA(q) part is well approximated by a
+  few more AR lags, and AIC picks p accordingly.
+
+Values are normalised per sensor, ``u = (x - level) / scale``, so the coefficients are scale-free
+and one prior serves sensors of any unit. Seasonality uses the reading's timestamp (time of day),
+not its index, so it survives gaps and irregular sampling.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+F64 = npt.NDArray[np.float64]
+
+DAY_S = 86400.0
+
+
+@dataclass(frozen=True)
+class ForecasterSpec:
+    """Order and prior of the forecaster; the ``forecaster`` registry artifact.
+
+    ``p``: AR lags; ``d``: differencing (0 or 1); ``fourier_k``: harmonics of the seasonal period
+    (0 = no seasonality); ``period_s``: the seasonal period in seconds (a day by default);
+    ``prior``: initial coefficients ``[intercept, phi_1..phi_p, a_1, b_1, .. a_k, b_k]``.
+    """
+
+    p: int = 3
+    d: int = 0
+    fourier_k: int = 0
+    period_s: float = DAY_S
+    prior: tuple[float, ...] = ()
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.p <= 12 or self.d not in (0, 1) or not 0 <= self.fourier_k <= 4:
+            raise ValueError("ForecasterSpec needs 1 <= p <= 12, d in {0, 1}, 0 <= fourier_k <= 4")
+        if self.prior and len(self.prior) != self.n_coef:
+            raise ValueError(
+                f"prior has {len(self.prior)} coefficients, the order needs {self.n_coef}"
+            )
+
+    @property
+    def n_coef(self) -> int:
+        return 1 + self.p + 2 * self.fourier_k
+
+    @property
+    def n_lags(self) -> int:
+        """Raw values kept per sensor: p lags, one more when differencing."""
+        return self.p + self.d
+
+    def prior_array(self) -> F64:
+        if self.prior:
+            return np.asarray(self.prior, dtype=np.float64)
+        theta = np.zeros(self.n_coef)
+        # Without a fitted prior, start from persistence (u_t = u_{t-1}) for levels, zero for
+        # differences: the safest guess for an unknown sensor.
+        if self.d == 0:
+            theta[1] = 0.9
+        return theta
+
+
+def as_spec(obj: Any) -> ForecasterSpec:
+    """Accept a ForecasterSpec or its dict form (what a JSON-minded trainer might save)."""
+    if isinstance(obj, ForecasterSpec):
+        return obj
+    if isinstance(obj, dict):
+        keys = {"p", "d", "fourier_k", "period_s", "prior", "info"}
+        args = {k: v for k, v in obj.items() if k in keys}
+        if "prior" in args:
+            args["prior"] = tuple(float(v) for v in args["prior"])
+        return ForecasterSpec(**args)
+    raise TypeError(f"forecaster artifact of type {type(obj).__name__} is not a ForecasterSpec")
+
+
+def fourier_terms(t_s: F64, k: int, period_s: float) -> F64:
+    """``(n, 2k)`` columns sin/cos of the first k harmonics of the period at times ``t_s``."""
+    if k == 0:
+        return np.empty((t_s.shape[0], 0))
+    phase = (2.0 * math.pi / period_s) * np.mod(t_s, period_s)
+    h = np.arange(1, k + 1, dtype=np.float64)
+    ang = phase[:, None] * h[None, :]
+    out = np.empty((t_s.shape[0], 2 * k))
+    out[:, 0::2] = np.sin(ang)
+    out[:, 1::2] = np.cos(ang)
+    return out
+
+
+def regressors(spec: ForecasterSpec, lags: F64, level: F64, scale: F64, t_s: F64) -> F64:
+    """The regression row of each sensor: ``[1, u_{t-1}..u_{t-p}, fourier(t)]``.
+
+    ``lags`` is ``(n, p + d)`` raw (cleaned) values, most recent first.
+    """
+    n = lags.shape[0]
+    phi = np.empty((n, spec.n_coef))
+    phi[:, 0] = 1.0
+    if spec.d == 0:
+        phi[:, 1 : 1 + spec.p] = (lags[:, : spec.p] - level[:, None]) / scale[:, None]
+    else:
+        phi[:, 1 : 1 + spec.p] = (lags[:, : spec.p] - lags[:, 1 : spec.p + 1]) / scale[:, None]
+    if spec.fourier_k:
+        phi[:, 1 + spec.p :] = fourier_terms(t_s, spec.fourier_k, spec.period_s)
+    return phi
+
+
+def to_value(spec: ForecasterSpec, pred_u: F64, lags: F64, level: F64, scale: F64) -> F64:
+    """Map a normalised prediction back to the sensor's unit."""
+    if spec.d == 0:
+        return level + scale * pred_u
+    return lags[:, 0] + scale * pred_u
+
+
+def target_u(spec: ForecasterSpec, x: F64, lags: F64, level: F64, scale: F64) -> F64:
+    """The normalised regression target of a new value."""
+    if spec.d == 0:
+        return (x - level) / scale
+    return (x - lags[:, 0]) / scale
+
+
+def rls_update(theta: F64, cov: F64, phi: F64, err: F64, lam: float, cov_max: float) -> None:
+    """One RLS step per row, in place: ``theta += K err``, ``P = (P - K phi' P) / lam``.
+
+    The trace of P is capped at ``cov_max`` because with forgetting, P grows without bound in
+    directions the data do not excite (a constant sensor), and would then explode on the first
+    change ("covariance wind-up").
+    """
+    p_phi = np.einsum("nij,nj->ni", cov, phi)
+    denom = lam + np.einsum("ni,ni->n", phi, p_phi)
+    gain = p_phi / denom[:, None]
+    theta += gain * err[:, None]
+    cov -= gain[:, :, None] * p_phi[:, None, :]
+    cov /= lam
+    tr = np.einsum("nii->n", cov)
+    over = tr > cov_max
+    if over.any():
+        cov[over] *= (cov_max / tr[over])[:, None, None]
+
+
+def forecast_path(
+    spec: ForecasterSpec,
+    theta: F64,
+    lags: F64,
+    level: float,
+    scale: float,
+    sigma: float,
+    times_s: F64,
+) -> tuple[F64, F64]:
+    """Iterate the model ahead: mean and standard deviation of each future step.
+
+    The h-step variance is ``sigma^2 * sum(psi_j^2)`` with the psi weights of the AR polynomial
+    (integrated once more when d = 1), the textbook ARIMA forecast-error variance.
+    """
+    horizon = times_s.shape[0]
+    hist = list(lags[: spec.n_lags])
+    means = np.empty(horizon)
+    phi_ar = theta[1 : 1 + spec.p]
+    seas = fourier_terms(times_s, spec.fourier_k, spec.period_s) @ theta[1 + spec.p :]
+    for h in range(horizon):
+        if spec.d == 0:
+            u = [(v - level) / scale for v in hist[: spec.p]]
+            pred = level + scale * (theta[0] + float(np.dot(phi_ar, u)) + seas[h])
+        else:
+            du = [(hist[i] - hist[i + 1]) / scale for i in range(spec.p)]
+            pred = hist[0] + scale * (theta[0] + float(np.dot(phi_ar, du)) + seas[h])
+        means[h] = pred
+        hist = [pred, *hist[:-1]]
+    psi = _psi_weights(phi_ar, horizon)
+    if spec.d == 1:
+        psi = np.cumsum(psi)
+    sd = sigma * np.sqrt(np.cumsum(psi**2))
+    return means, sd
+
+
+def _psi_weights(phi: F64, horizon: int) -> F64:
+    psi = np.zeros(horizon)
+    psi[0] = 1.0
+    for j in range(1, horizon):
+        acc = 0.0
+        for i in range(1, min(j, phi.shape[0]) + 1):
+            acc += phi[i - 1] * psi[j - i]
+        psi[j] = acc
+    return psi

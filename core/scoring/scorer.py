@@ -1,0 +1,217 @@
+"""``Scorer``: the one entry point the scorer service, the API, ``train`` and ``backtest`` share.
+
+It owns an :class:`~core.scoring.engine.Engine` (per-sensor state) built from the registry's
+``anomaly_detector`` and ``forecaster`` artifacts, splits each batch into rounds of at most one
+reading per sensor (so a sensor's readings are processed in order, one at a time, while all
+sensors of a round share every numpy call), and turns the engine's arrays into ``Score`` objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from core.errors import InsufficientDataError, ModelError, NotFoundError
+from core.registry import LoadedModel
+from core.scoring.config import ScoringConfig
+from core.scoring.engine import (
+    DT_N,
+    LEVEL,
+    LOG_DT,
+    NL,
+    QUANT,
+    SCALE2,
+    SIG,
+    T_LAST,
+    Engine,
+    IfCalibration,
+    StepResult,
+)
+from core.scoring.forecaster import ForecasterSpec, as_spec, forecast_path
+from core.scoring.forest import CompiledForest
+from core.scoring.results import DETECTOR_NAMES, ForecastPoint, Score
+from core.wire import Reading
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+BUILTIN_VERSION = "anomaly_detector:builtin"
+MAX_HORIZON = 10_000
+
+
+def calibration_of(forest: Any, meta: Mapping[str, Any] | None = None) -> IfCalibration:
+    """The forest's score calibration: stored on the estimator by ``fit_detector``, else meta."""
+    doc = getattr(forest, "sensorpipe_calibration_", None)
+    if doc is None and meta is not None:
+        doc = meta.get("calibration")
+    if isinstance(doc, Mapping) and "median" in doc and "sd" in doc:
+        return IfCalibration(float(doc["median"]), max(float(doc["sd"]), 1e-4))
+    return IfCalibration()
+
+
+class Scorer:
+    """Streaming, causal anomaly scoring and forecasting for many sensors.
+
+    ``detector`` / ``forecaster`` are registry artifacts (``core.registry.load_active``). Without
+    a detector (tests, notebooks) a built-in forest is fitted once per process on synthetic
+    normal data by the same training code and reported as ``anomaly_detector:builtin``; without
+    a forecaster the default order (AR(3), no differencing, no seasonal terms) is used.
+    Services always pass loaded models.
+    """
+
+    def __init__(
+        self,
+        config: ScoringConfig,
+        detector: LoadedModel | None = None,
+        forecaster: LoadedModel | None = None,
+    ) -> None:
+        self.config = config
+        spec = as_spec(forecaster.model) if forecaster is not None else ForecasterSpec()
+        if detector is not None:
+            forest_obj, meta = detector.model, detector.meta
+            self.model_version = detector.tag
+        else:
+            from core.scoring.training import builtin_detector
+
+            forest_obj, meta = builtin_detector(config.seed)
+            self.model_version = BUILTIN_VERSION
+        try:
+            compiled = CompiledForest(forest_obj)
+        except AttributeError as exc:
+            raise ModelError(
+                "incompatible", f"anomaly_detector is not a fitted forest: {exc}"
+            ) from exc
+        self.forecaster_version = forecaster.tag if forecaster is not None else "forecaster:default"
+        self.engine = Engine(config, spec, compiled, calibration_of(forest_obj, meta))
+
+    # ------------------------------------------------------------------ scoring
+
+    def score_batch(self, readings: Sequence[Reading]) -> list[Score]:
+        """Score readings in order (per sensor), learning from each reading judged normal."""
+        n = len(readings)
+        if n == 0:
+            return []
+        sids = [r.sensor_id for r in readings]
+        t = np.fromiter((r.time.timestamp() for r in readings), dtype=np.float64, count=n)
+        x = np.fromiter((r.value for r in readings), dtype=np.float64, count=n)
+        out: list[Score | None] = [None] * n
+        for pos, res in self._rounds(sids, t, x):
+            self._emit(out, readings, pos, res)
+        return out  # type: ignore[return-value]  # every position is filled by exactly one round
+
+    def score_arrays(
+        self, sensor_ids: Sequence[str], t: F64, x: F64
+    ) -> Iterable[tuple[I64, StepResult]]:
+        """Array-level scoring (backtest, benchmarks): yields ``(positions, StepResult)`` rounds."""
+        return self._rounds(list(sensor_ids), t, x)
+
+    def _rounds(self, sids: list[str], t: F64, x: F64) -> list[tuple[I64, StepResult]]:
+        return self.engine.run(sids, t, x)
+
+    def _emit(
+        self, out: list[Score | None], readings: Sequence[Reading], pos: I64, res: StepResult
+    ) -> None:
+        thr = self.config.threshold
+        z = self.config.band_z
+        exp_l = res.expected.tolist()
+        sig_l = res.sigma.tolist()
+        hist = res.has_history.tolist()
+        score_l = res.score.tolist()
+        anom_l = res.is_anomaly.tolist()
+        warm_l = res.warm.tolist()
+        det_l = res.detectors.tolist()
+        for j, p in enumerate(pos.tolist()):
+            r = readings[p]
+            e = exp_l[j] if hist[j] else None
+            s = sig_l[j]
+            out[p] = Score(
+                r.sensor_id,
+                r.time,
+                r.value,
+                score_l[j],
+                anom_l[j],
+                thr,
+                e,
+                None if e is None else e - z * s,
+                None if e is None else e + z * s,
+                dict(zip(DETECTOR_NAMES, det_l[j], strict=True)),
+                warm_l[j],
+            )
+
+    # ------------------------------------------------------------------ state
+
+    def warm_start(self, sensor_id: str, history: Sequence[tuple[datetime, float]]) -> None:
+        """Rebuild a sensor's state from stored history (oldest first), exactly as streaming it."""
+        self.warm_start_many({sensor_id: history})
+
+    def warm_start_many(self, histories: Mapping[str, Sequence[tuple[datetime, float]]]) -> None:
+        """``warm_start`` for many sensors at once: their histories share numpy rounds, so
+        rebuilding 1,000 sensors costs about as much as rebuilding one (the scorer calls this)."""
+        sids: list[str] = []
+        ts: list[float] = []
+        xs: list[float] = []
+        for sid, hist in histories.items():
+            for when, value in sorted(hist, key=lambda p: p[0]):
+                sids.append(sid)
+                ts.append(_aware(when).timestamp())
+                xs.append(float(value))
+        if sids:
+            for _ in self._rounds(sids, np.asarray(ts), np.asarray(xs)):
+                pass
+
+    def sensors(self) -> list[str]:
+        return list(self.engine.ids)
+
+    def expected_interval_s(self, sensor_id: str) -> float | None:
+        slot = self.engine.slots.get(sensor_id)
+        if slot is None or self.engine.state[slot, DT_N] < 1:
+            return None
+        return float(np.exp(self.engine.state[slot, LOG_DT]))
+
+    def forecast(self, sensor_id: str, horizon: int) -> list[ForecastPoint]:
+        """Forecast ``horizon`` steps of the sensor's typical interval from its current state."""
+        if not 1 <= horizon <= MAX_HORIZON:
+            raise ValueError(f"horizon must be within 1..{MAX_HORIZON}")
+        eng = self.engine
+        slot = eng.slots.get(sensor_id)
+        if slot is None:
+            raise NotFoundError(f"no readings of sensor {sensor_id!r} have been seen")
+        st = eng.state[slot]
+        needed = max(self.config.warmup_readings // 2, eng.spec.n_lags + 2)
+        if st[NL] < needed or st[DT_N] < 1:
+            raise InsufficientDataError(
+                f"sensor {sensor_id!r} has {int(st[NL])} usable readings, "
+                f"forecasting needs {needed}",
+                needed=needed,
+                available=int(st[NL]),
+            )
+        step_s = float(np.exp(st[LOG_DT]))
+        times = st[T_LAST] + step_s * np.arange(1, horizon + 1)
+        quant = st[QUANT] if np.isfinite(st[QUANT]) else 0.0
+        floor = max(0.5 * quant, 1e-9 * abs(st[LEVEL]) + 1e-12)
+        scale = max(float(np.sqrt(st[SCALE2])), floor)
+        sigma = max(float(st[SIG]), floor)
+        mean, sd = forecast_path(
+            eng.spec, eng.theta[slot], eng.lags[slot], float(st[LEVEL]), scale, sigma, times
+        )
+        z80, z95 = self.config.band_z80, self.config.band_z95
+        epoch = datetime(1970, 1, 1, tzinfo=UTC)
+        return [
+            ForecastPoint(
+                epoch + timedelta(seconds=float(ti)),
+                float(m),
+                float(m - z80 * s),
+                float(m + z80 * s),
+                float(m - z95 * s),
+                float(m + z95 * s),
+            )
+            for ti, m, s in zip(times, mean, sd, strict=True)
+        ]
+
+
+def _aware(when: datetime) -> datetime:
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)

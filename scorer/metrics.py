@@ -1,0 +1,79 @@
+"""Prometheus metrics of the scorer (``sensorpipe_scorer_*``), on a registry it is given."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from core.metrics import LATENCY_BUCKETS_S, SIZE_BUCKETS
+
+
+class ScorerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        p = "sensorpipe_scorer_"
+        self.readings_scored = Counter(p + "readings_scored", "Readings scored.", registry=registry)
+        self.rejected = Counter(
+            p + "rejected",
+            "Messages or items the wire format rejected (stored by the ingestor; "
+            "the scorer skips them).",
+            ["reason"],
+            registry=registry,
+        )
+        self.skipped = Counter(
+            p + "skipped",
+            "Readings not scored: queue_full (dropped at the MQTT queue), "
+            "stale (not newer than the sensor's last scored reading).",
+            ["reason"],
+            registry=registry,
+        )
+        self.alerts_opened = Counter(
+            p + "alerts_opened", "Incidents opened.", ["kind", "severity"], registry=registry
+        )
+        self.alerts_updated = Counter(
+            p + "alerts_updated",
+            "Incident updates emitted.",
+            ["kind", "severity"],
+            registry=registry,
+        )
+        self.alerts_resolved = Counter(
+            p + "alerts_resolved", "Incidents resolved.", ["kind", "severity"], registry=registry
+        )
+        self.open_alerts = Gauge(p + "open_alerts", "Incidents open now.", registry=registry)
+        self.alert_errors = Counter(
+            p + "alert_errors",
+            "Failed alert writes or publishes (retried).",
+            ["stage"],
+            registry=registry,
+        )
+        self.batch_seconds = Histogram(
+            p + "batch_seconds",
+            "Time to decode and score one micro-batch.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            p + "batch_size", "Readings per micro-batch.", buckets=SIZE_BUCKETS, registry=registry
+        )
+        self.alert_latency = Histogram(
+            p + "alert_latency_seconds",
+            "From a reading's device time (since=device) or its "
+            "arrival at the scorer (since=received) to the alert it caused being published.",
+            ["since"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            p + "queue_depth", "Messages waiting to be scored.", ["queue"], registry=registry
+        )
+        self.model_loaded = Gauge(
+            p + "model_loaded",
+            "1 for the model version in use.",
+            ["model", "version"],
+            registry=registry,
+        )
+        self.model_reloads = Counter(
+            p + "model_reloads", "Model reloads (SIGHUP) by result.", ["result"], registry=registry
+        )
+        self.sensors = Gauge(p + "sensors", "Sensors with scoring state.", registry=registry)
+        self.warm_start_readings = Gauge(
+            p + "warm_start_readings", "Readings loaded by the last warm start.", registry=registry
+        )

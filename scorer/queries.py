@@ -1,0 +1,65 @@
+"""SQL of the scorer, as named constants (plain PostgreSQL; TimescaleDB runs them unchanged)."""
+
+from __future__ import annotations
+
+# Every registered sensor with its registered interval; the shard filter runs in Python because
+# the shard function (CRC-32) is defined there, and the registry is small.
+SENSORS = """
+SELECT sensor_id, expected_interval_s FROM sensors
+"""
+
+# The last readings of each of the given sensors, newest :limit within the window, oldest first.
+# One statement for the whole shard: a LATERAL index scan per sensor on the (sensor_id, time) key.
+WARM_START_READINGS = """
+SELECT s.sensor_id, r.time, r.value, r.received_at
+FROM unnest(%(sensor_ids)s::text[]) AS s (sensor_id)
+CROSS JOIN LATERAL (
+    SELECT time, value, received_at
+    FROM sensor_readings
+    WHERE sensor_id = s.sensor_id AND time >= %(since)s
+    ORDER BY time DESC
+    LIMIT %(limit)s
+) AS r
+ORDER BY s.sensor_id, r.time
+"""
+
+OPEN_ALERTS = """
+SELECT event_id::text, sensor_id, kind, severity, score, opened_at, updated_at
+FROM anomaly_events
+WHERE state = 'open'
+"""
+
+# Alerts of a sensor the registry has not seen yet (the ingestor may be behind, or not running):
+# register it bare so the foreign key holds. Never overwrites a registered sensor.
+ENSURE_SENSORS = """
+INSERT INTO sensors (sensor_id)
+SELECT unnest(%(sensor_ids)s::text[])
+ON CONFLICT (sensor_id) DO NOTHING
+"""
+
+# One row per incident. The row summarises the incident at its peak: score and severity only
+# grow, value/band/detectors are those of the highest-scoring event; a resolved incident never
+# reopens (a late, redelivered "open" cannot undo a "resolved").
+UPSERT_EVENT = """
+INSERT INTO anomaly_events AS a (
+    event_id, sensor_id, kind, state, severity, score, value, expected, lower, upper,
+    detectors, model_version, opened_at, updated_at, resolved_at, emitted_at)
+VALUES (
+    %(event_id)s, %(sensor_id)s, %(kind)s, %(state)s, %(severity)s, %(score)s, %(value)s,
+    %(expected)s, %(lower)s, %(upper)s, %(detectors)s, %(model_version)s, %(opened_at)s,
+    %(updated_at)s, %(resolved_at)s, %(emitted_at)s)
+ON CONFLICT (event_id) DO UPDATE SET
+    state = CASE WHEN a.state = 'resolved' THEN 'resolved' ELSE EXCLUDED.state END,
+    resolved_at = COALESCE(a.resolved_at, EXCLUDED.resolved_at),
+    severity = CASE WHEN 'critical' IN (a.severity, EXCLUDED.severity)
+                    THEN 'critical' ELSE 'warning' END,
+    score = GREATEST(a.score, EXCLUDED.score),
+    value = CASE WHEN EXCLUDED.score > a.score THEN EXCLUDED.value ELSE a.value END,
+    expected = CASE WHEN EXCLUDED.score > a.score THEN EXCLUDED.expected ELSE a.expected END,
+    lower = CASE WHEN EXCLUDED.score > a.score THEN EXCLUDED.lower ELSE a.lower END,
+    upper = CASE WHEN EXCLUDED.score > a.score THEN EXCLUDED.upper ELSE a.upper END,
+    detectors = CASE WHEN EXCLUDED.score > a.score THEN EXCLUDED.detectors ELSE a.detectors END,
+    model_version = EXCLUDED.model_version,
+    updated_at = GREATEST(a.updated_at, EXCLUDED.updated_at),
+    emitted_at = GREATEST(a.emitted_at, EXCLUDED.emitted_at)
+"""

@@ -1,0 +1,94 @@
+"""Settings of the scorer service (environment variables, see ``.env.example``)."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator, model_validator
+
+from core.scoring.alerts import AlertConfig
+from core.settings import Settings
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """``"i/N"`` → ``(i, N)`` with ``0 <= i < N``."""
+    try:
+        i_text, n_text = spec.split("/")
+        i, n = int(i_text), int(n_text)
+    except ValueError:
+        raise ValueError(f"shard must look like i/N (e.g. 0/2), got {spec!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"shard {spec!r} needs 0 <= i < N")
+    return i, n
+
+
+class ScorerSettings(Settings):
+    """The scorer's own knobs; field names carry a ``scorer_``/``alert_`` prefix so the variables
+    read well beside the other components' in one environment."""
+
+    scorer_shard: str = Field("0/1", description="this process's shard i/N of the sensors")
+    scorer_client_id: str | None = Field(None, description="MQTT client id (default from shard)")
+    scorer_metrics_host: str = "127.0.0.1"
+    scorer_metrics_port: int = Field(9102, ge=0, le=65535)
+    scorer_batch_size: int = Field(2000, ge=1, le=100_000)
+    # How long a batch may wait for more readings once it has one. Batches also form on their own
+    # while the previous one is being scored, so a small linger is enough under load.
+    scorer_batch_max_age_ms: float = Field(2.0, ge=0.0, le=1000.0)
+    # QoS of the readings subscription. 0 by default: the scorer runs a clean session, so QoS 1
+    # would not redeliver anything across a reconnect, and on a live TCP connection QoS 0 loses
+    # nothing; it only saves a PUBACK per reading (a packet, a syscall, and paho/asyncio
+    # bookkeeping on the event loop). The durable path is the ingestor's.
+    scorer_subscribe_qos: int = Field(0, ge=0, le=1)
+    scorer_queue_size: int = Field(100_000, ge=10)
+    scorer_mqtt_queue_size: int = Field(100_000, ge=10)
+    scorer_warm_start_window_s: float = Field(6 * 3600.0, ge=0.0)
+    scorer_warm_start_max_readings: int = Field(500, ge=0, le=100_000)
+    scorer_drain_timeout_s: float = Field(10.0, ge=0.0)
+    scorer_deadman_check_s: float = Field(1.0, gt=0.0)
+    scorer_alert_queue_size: int = Field(10_000, ge=1)
+
+    alert_open_hits: int = Field(3, ge=1)
+    alert_open_window: int = Field(5, ge=1)
+    alert_instant_score: float | None = Field(0.999, ge=0.0, le=1.0)
+    alert_clear_ratio: float = Field(0.7, gt=0.0, le=1.0)
+    alert_clear_readings: int = Field(20, ge=1)
+    alert_clear_after_s: float = Field(0.0, ge=0.0)
+    alert_critical_score: float = Field(0.9, ge=0.0, le=1.0)
+    alert_update_min_score_delta: float = Field(0.1, ge=0.0)
+    alert_update_min_interval_s: float = Field(60.0, ge=0.0)
+    alert_deadman_factor: float = Field(5.0, gt=0.0)
+    alert_deadman_floor_s: float = Field(60.0, ge=0.0)
+
+    @field_validator("scorer_shard")
+    @classmethod
+    def _shard(cls, v: str) -> str:
+        parse_shard(v)
+        return v
+
+    @model_validator(mode="after")
+    def _alerts(self) -> ScorerSettings:
+        self.alert_config  # noqa: B018 - raises ValueError on an inconsistent combination
+        return self
+
+    @property
+    def shard(self) -> tuple[int, int]:
+        return parse_shard(self.scorer_shard)
+
+    @property
+    def client_id(self) -> str:
+        i, n = self.shard
+        return self.scorer_client_id or f"sensorpipe-scorer-{i}of{n}"
+
+    @property
+    def alert_config(self) -> AlertConfig:
+        return AlertConfig(
+            open_hits=self.alert_open_hits,
+            open_window=self.alert_open_window,
+            instant_score=self.alert_instant_score,
+            clear_ratio=self.alert_clear_ratio,
+            clear_readings=self.alert_clear_readings,
+            clear_after_s=self.alert_clear_after_s,
+            critical_score=self.alert_critical_score,
+            update_min_score_delta=self.alert_update_min_score_delta,
+            update_min_interval_s=self.alert_update_min_interval_s,
+            deadman_factor=self.alert_deadman_factor,
+            deadman_floor_s=self.alert_deadman_floor_s,
+        )

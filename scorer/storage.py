@@ -1,0 +1,149 @@
+"""The scorer's database side: warm-start reads and the exactly-once alert upsert.
+
+psycopg errors become ``StorageError`` here and nowhere above.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from core.errors import StorageError
+from core.scoring.alerts import Kind, OpenAlert
+from core.topics import shard_of
+from core.wire import AnomalyEvent, Severity
+from scorer import queries
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class WarmStart:
+    """What a starting scorer needs from the database for its shard."""
+
+    histories: dict[str, list[tuple[datetime, float]]] = field(default_factory=dict)
+    last_received: dict[str, datetime] = field(default_factory=dict)
+    intervals_s: dict[str, float] = field(default_factory=dict)
+    open_alerts: list[OpenAlert] = field(default_factory=list)
+
+    @property
+    def readings(self) -> int:
+        return sum(len(h) for h in self.histories.values())
+
+
+def in_shard(sensor_id: str, shard: tuple[int, int]) -> bool:
+    index, count = shard
+    return count == 1 or shard_of(sensor_id, count) == index
+
+
+async def load_warm_start(
+    pool: AsyncConnectionPool,
+    *,
+    shard: tuple[int, int],
+    now: datetime,
+    window_s: float,
+    max_readings: int,
+) -> WarmStart:
+    """Recent history of every sensor of the shard (bounded per sensor) and its open alerts."""
+    ws = WarmStart()
+    try:
+        async with pool.connection() as conn:
+            cur = await conn.execute(queries.SENSORS)
+            ids: list[str] = []
+            for sid, interval in await cur.fetchall():
+                if in_shard(sid, shard):
+                    ids.append(sid)
+                    if interval is not None:
+                        ws.intervals_s[sid] = float(interval)
+            if ids and max_readings > 0:
+                await _load_histories(
+                    conn, ws, ids, now - timedelta(seconds=window_s), max_readings
+                )
+            cur = await conn.execute(queries.OPEN_ALERTS)
+            for eid, sid, kind, severity, score, opened_at, updated_at in await cur.fetchall():
+                if in_shard(sid, shard):
+                    ws.open_alerts.append(
+                        OpenAlert(
+                            eid,
+                            sid,
+                            _kind(kind),
+                            _severity(severity),
+                            float(score),
+                            opened_at,
+                            updated_at,
+                        )
+                    )
+    except psycopg.Error as exc:
+        raise StorageError(f"warm start failed: {exc}") from exc
+    return ws
+
+
+async def _load_histories(
+    conn: psycopg.AsyncConnection[Any],
+    ws: WarmStart,
+    ids: list[str],
+    since: datetime,
+    max_readings: int,
+) -> None:
+    histories: dict[str, list[tuple[datetime, float]]] = defaultdict(list)
+    async with conn.cursor() as cur:
+        await cur.execute(
+            queries.WARM_START_READINGS, {"sensor_ids": ids, "since": since, "limit": max_readings}
+        )
+        async for sid, t, value, received_at in cur:
+            histories[sid].append((t, float(value)))
+            last = ws.last_received.get(sid)
+            if last is None or received_at > last:
+                ws.last_received[sid] = received_at
+    ws.histories = dict(histories)
+
+
+def _kind(v: str) -> Kind:
+    return "deadman" if v == "deadman" else "anomaly"
+
+
+def _severity(v: str) -> Severity:
+    return "critical" if v == "critical" else "warning"
+
+
+def event_row(e: AnomalyEvent) -> dict[str, Any]:
+    """The ``anomaly_events`` row of an event; ``update`` is stored as ``open``."""
+    return {
+        "event_id": e.event_id,
+        "sensor_id": e.sensor_id,
+        "kind": e.kind,
+        "state": "resolved" if e.state == "resolved" else "open",
+        "severity": e.severity,
+        "score": e.score,
+        "value": e.value,
+        "expected": e.expected,
+        "lower": e.lower,
+        "upper": e.upper,
+        "detectors": Jsonb(e.detectors),
+        "model_version": e.model_version,
+        "opened_at": e.opened_at or e.timestamp,
+        "updated_at": e.timestamp,
+        "resolved_at": e.resolved_at,
+        "emitted_at": e.emitted_at,
+    }
+
+
+async def store_events(pool: AsyncConnectionPool, events: list[AnomalyEvent]) -> None:
+    """Upsert events (one transaction); registers unknown sensors first for the foreign key."""
+    if not events:
+        return
+    try:
+        async with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            await cur.execute(
+                queries.ENSURE_SENSORS, {"sensor_ids": sorted({e.sensor_id for e in events})}
+            )
+            await cur.executemany(queries.UPSERT_EVENT, [event_row(e) for e in events])
+    except psycopg.Error as exc:
+        raise StorageError(f"storing {len(events)} alert event(s) failed: {exc}") from exc

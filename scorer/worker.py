@@ -1,0 +1,524 @@
+"""The streaming scorer service: MQTT readings in, alerts out, one process per shard.
+
+Lifecycle (after arq's worker): load models (refuse to start without them) → warm start from the
+database (recent readings per sensor, open incidents) → subscribe → run three tasks in a
+TaskGroup → on SIGTERM stop intake, drain with a deadline, publish ``offline``, exit 0.
+
+Tasks and the queues between them, all bounded:
+
+* **session**: the MQTT connection with a reconnect loop; its reader drops readings of other shards
+  (a cached topic lookup) and hands the rest, with their arrival time, to the score queue.
+* **score**: takes what is waiting (up to ``scorer_batch_size``, lingering at most
+  ``scorer_batch_max_age_ms``), and in ONE worker thread call decodes, scores the micro-batch
+  across sensors and runs the alert state machine. That thread call is the only place the
+  per-sensor state is touched, so it needs no lock. Deadman checks run there too, between batches.
+* **sink**: every alert event is upserted into ``anomaly_events`` first and then published on
+  ``alerts/<sensor_id>`` (QoS 1, not retained), strictly in order; failures are retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import aiomqtt
+from prometheus_client import CollectorRegistry
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from core.db import async_pool
+from core.errors import StorageError, WireError
+from core.metrics import MetricsServer, Readiness
+from core.scoring.alerts import AlertMachine
+from core.topics import (
+    READINGS_FILTER,
+    SENML_FILTER,
+    TopicKind,
+    alerts_topic,
+    parse_topic,
+    status_topic,
+)
+from core.wire import AnomalyEvent, Reading, decode, encode_event
+from scorer import mqtt as scorer_mqtt
+from scorer.metrics import ScorerMetrics
+from scorer.models import ModelSet, load_models
+from scorer.settings import ScorerSettings
+from scorer.storage import WarmStart, in_shard, load_warm_start, store_events
+
+log = logging.getLogger(__name__)
+
+# (arrival wall-clock seconds, topic kind, sensor id from the topic, raw payload)
+Inbound = tuple[float, TopicKind, str, bytes]
+Outbound = tuple[AnomalyEvent, float | None]  # (event, arrival time of the reading behind it)
+_DONE = None
+_BACKOFF_MAX_S = 10.0
+
+
+@dataclass
+class BatchResult:
+    """What one thread call produced (counters are merged into metrics on the loop)."""
+
+    scored: int = 0
+    events: list[Outbound] = field(default_factory=list)
+    rejected: dict[str, int] = field(default_factory=dict)
+    stale: int = 0
+
+
+class ScorerWorker:
+    """One scorer process for shard ``i/N``; ``run()`` returns the process exit code."""
+
+    def __init__(self, settings: ScorerSettings, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.shard = settings.shard
+        self.registry = registry or CollectorRegistry()
+        self.metrics = ScorerMetrics(self.registry)
+        self.alerts = AlertMachine(settings.alert_config)
+        self.models: ModelSet | None = None
+        self._pending_models: ModelSet | None = None
+        self._intervals_s: dict[str, float] = {}
+        self._last_time: dict[str, datetime] = {}
+        self._topic_cache: dict[str, tuple[TopicKind, str] | None] = {}
+        self._score_q: asyncio.Queue[Inbound] = asyncio.Queue(settings.scorer_queue_size)
+        self._sink_q: asyncio.Queue[Outbound | None] = asyncio.Queue(
+            settings.scorer_alert_queue_size
+        )
+        self._stopping = asyncio.Event()
+        self._intake_closed = asyncio.Event()
+        self._sink_done = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._deadline = float("inf")
+        self._warm = False
+        self._reloading = False
+        self.metrics_port: int | None = None
+        self.scored_total = 0
+        self.component = scorer_mqtt.component_name(self.shard)
+        self._client = scorer_mqtt.make_client(
+            settings,
+            client_id=settings.client_id,
+            component=self.component,
+            queue_size=settings.scorer_mqtt_queue_size,
+            on_drop=self.metrics.skipped.labels("queue_full").inc,
+        )
+        self.metrics.queue_depth.labels("score").set_function(self._score_q.qsize)
+        self.metrics.queue_depth.labels("mqtt").set_function(lambda: len(self._client.messages))
+        self.metrics.queue_depth.labels("alerts").set_function(self._sink_q.qsize)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        self.models = await asyncio.to_thread(load_models, self.settings.models_dir)
+        self._show_models(self.models)
+        pool = async_pool(self.settings.dsn, min_size=1, max_size=4, name="sensorpipe-scorer")
+        try:
+            await pool.open(wait=True, timeout=30)
+        except PoolTimeout as exc:
+            await pool.close()
+            raise StorageError(f"cannot connect to the database: {exc}") from exc
+        server = MetricsServer(
+            self.registry,
+            self._readiness(),
+            self.settings.scorer_metrics_host,
+            self.settings.scorer_metrics_port,
+        ).start()
+        self.metrics_port = server.port
+        try:
+            await self._warm_start(pool, self.models, restore=True)
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._session())
+                tg.create_task(self._score_loop())
+                tg.create_task(self._sink(pool))
+        finally:
+            server.stop()
+            await pool.close()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+        log.info(
+            "scorer stopped: %d readings scored, %d incidents open",
+            self.scored_total,
+            len(self.alerts.open_incidents()),
+        )
+        return 0
+
+    def stop(self) -> None:
+        """Stop intake now; the remaining work gets ``scorer_drain_timeout_s`` to finish."""
+        if not self._stopping.is_set():
+            log.info("stopping: draining for at most %.1fs", self.settings.scorer_drain_timeout_s)
+            self._deadline = time.monotonic() + self.settings.scorer_drain_timeout_s
+            self._stopping.set()
+
+    def request_reload(self) -> None:
+        if not self._reloading and not self._stopping.is_set():
+            self._reloading = True
+            task = asyncio.get_running_loop().create_task(self._reload())
+            task.add_done_callback(lambda _: setattr(self, "_reloading", False))
+
+    def _readiness(self) -> Readiness:
+        r = Readiness()
+        r.add("models", lambda: (self.models is not None, "models not loaded"))
+        r.add("warm_start", lambda: (self._warm, "warm start not finished"))
+        r.add("mqtt", lambda: (self._connected.is_set(), "not connected to the broker"))
+        return r
+
+    def _show_models(self, models: ModelSet) -> None:
+        self.metrics.model_loaded.clear()
+        for m in models.loaded:
+            self.metrics.model_loaded.labels(m.name, str(m.version)).set(1)
+
+    # ------------------------------------------------------------------ warm start / reload
+
+    async def _warm_start(
+        self, pool: AsyncConnectionPool, models: ModelSet, *, restore: bool
+    ) -> None:
+        t0 = time.monotonic()
+        ws = await load_warm_start(
+            pool,
+            shard=self.shard,
+            now=datetime.now(UTC),
+            window_s=self.settings.scorer_warm_start_window_s,
+            max_readings=self.settings.scorer_warm_start_max_readings,
+        )
+        await asyncio.to_thread(self._apply_warm_start, models, ws, restore)
+        self._warm = True
+        self.metrics.warm_start_readings.set(ws.readings)
+        log.info(
+            "warm start: %d sensors, %d readings, %d open incidents in %.2fs",
+            len(ws.histories),
+            ws.readings,
+            len(ws.open_alerts),
+            time.monotonic() - t0,
+        )
+
+    def _apply_warm_start(self, models: ModelSet, ws: WarmStart, restore: bool) -> None:
+        # All sensors at once: their histories share the engine's numpy rounds.
+        models.scorer.warm_start_many(ws.histories)
+        if restore:
+            for sid, history in ws.histories.items():
+                if history:
+                    self._last_time[sid] = history[-1][0]
+        if restore:
+            self._intervals_s = dict(ws.intervals_s)
+            # The deadman clock of every known sensor starts now, not at its last stored reading:
+            # a sensor that reported while this process was down must get a full interval to
+            # show up on the live stream before it is declared dead.
+            started = datetime.now(UTC)
+            for sid in ws.last_received:
+                self.alerts.mark_seen(sid, started)
+            for alert in ws.open_alerts:
+                self.alerts.restore(alert)
+            self.metrics.open_alerts.set(len(self.alerts.open_incidents()))
+
+    async def _reload(self) -> None:
+        """SIGHUP: load the active models and warm a fresh scorer; swap it in between batches."""
+        log.info("reloading models from %s", self.settings.models_dir)
+        try:
+            models = await asyncio.to_thread(load_models, self.settings.models_dir)
+            pool = async_pool(self.settings.dsn, min_size=1, max_size=1, name="scorer-reload")
+            async with pool:
+                await self._warm_start(pool, models, restore=False)
+        except Exception:  # keep scoring with the old models, whatever went wrong
+            log.exception("model reload failed; keeping %s", self._version())
+            self.metrics.model_reloads.labels("failed").inc()
+            return
+        self._pending_models = models
+        self.metrics.model_reloads.labels("ok").inc()
+
+    def _version(self) -> str:
+        return self.models.version if self.models is not None else "unknown"
+
+    # ------------------------------------------------------------------ MQTT session
+
+    async def _session(self) -> None:
+        backoff_s = 0.5
+        while not self._stopping.is_set():
+            try:
+                async with self._client as client:
+                    backoff_s = 0.5
+                    await self._serve(client)
+                    return
+            except aiomqtt.MqttError as exc:
+                self._connected.clear()
+                log.warning("MQTT session lost (%s); reconnecting in %.1fs", exc, backoff_s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff_s)
+                backoff_s = min(backoff_s * 2, _BACKOFF_MAX_S)
+        self._intake_closed.set()
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        topic = status_topic(self.component)
+        qos = self.settings.scorer_subscribe_qos
+        await client.subscribe([(READINGS_FILTER, qos), (SENML_FILTER, qos)])
+        # "online" only once subscribed: whoever waits for it may publish right away.
+        await client.publish(topic, scorer_mqtt.ONLINE, qos=1, retain=True)
+        self._connected.set()
+        log.info("subscribed as %s (shard %d/%d)", self.settings.client_id, *self.shard)
+        reader = asyncio.create_task(self._read(client))
+        stopping = asyncio.create_task(self._stopping.wait())
+        await asyncio.wait([reader, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if not stopping.done():
+            stopping.cancel()
+            reader.result()  # the reader only ends by raising (a lost connection)
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        self._intake_closed.set()
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            await client.unsubscribe([READINGS_FILTER, SENML_FILTER], timeout=2)
+        # Alerts still draining need this connection; leave only when the sink is done.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._sink_done.wait(), self._timeout_s())
+        with contextlib.suppress(aiomqtt.MqttError):
+            await client.publish(topic, scorer_mqtt.OFFLINE, qos=1, retain=True, timeout=2)
+        self._connected.clear()
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        cache = self._topic_cache
+        async for msg in client.messages:
+            name = msg.topic.value
+            if name in cache:
+                target = cache[name]
+            else:
+                target = self._route(name)
+                if len(cache) < 1_000_000:  # bounded: topics come from outside
+                    cache[name] = target
+            if target is None or not isinstance(msg.payload, bytes):
+                continue
+            item = (time.time(), target[0], target[1], msg.payload)
+            try:
+                self._score_q.put_nowait(item)
+            except asyncio.QueueFull:  # backpressure: stop reading until scoring catches up
+                await self._score_q.put(item)
+
+    def _route(self, topic: str) -> tuple[TopicKind, str] | None:
+        """``(kind, sensor_id)`` for a readings topic of this shard, else None (ignored)."""
+        try:
+            kind, sid = parse_topic(topic)
+        except WireError as exc:
+            self.metrics.rejected.labels(exc.reason).inc()
+            return None
+        return (kind, sid) if in_shard(sid, self.shard) else None
+
+    def _remaining_s(self) -> float:
+        return max(0.0, self._deadline - time.monotonic())
+
+    def _timeout_s(self) -> float | None:
+        """Time left before the shutdown deadline, None (no limit) while running."""
+        return None if self._deadline == float("inf") else self._remaining_s()
+
+    # ------------------------------------------------------------------ scoring
+
+    async def _score_loop(self) -> None:
+        try:
+            next_deadman = time.monotonic() + self.settings.scorer_deadman_check_s
+            while True:
+                batch = await self._next_batch(next_deadman)
+                if self._pending_models is not None:
+                    self.models, self._pending_models = self._pending_models, None
+                    self._show_models(self.models)
+                check = time.monotonic() >= next_deadman
+                if check:
+                    next_deadman = time.monotonic() + self.settings.scorer_deadman_check_s
+                if batch or check:
+                    t0 = time.perf_counter()
+                    result = await asyncio.to_thread(self._process, batch, check)
+                    self._account(result, len(batch), time.perf_counter() - t0)
+                    for item in result.events:
+                        await self._sink_q.put(item)
+                if self._drained() or self._remaining_s() <= 0:
+                    return
+        finally:
+            await self._sink_q.put(_DONE)
+
+    def _drained(self) -> bool:
+        return self._intake_closed.is_set() and self._score_q.empty()
+
+    async def _next_batch(self, next_deadman: float) -> list[Inbound]:
+        q = self._score_q
+        if q.empty():
+            if self._drained():
+                return []
+            wait_s = max(0.0, next_deadman - time.monotonic())
+            getter = asyncio.ensure_future(q.get())
+            stop = asyncio.ensure_future(self._intake_closed.wait())
+            await asyncio.wait([getter, stop], timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if not getter.done():
+                getter.cancel()
+                return []
+            batch = [getter.result()]
+        else:
+            batch = [q.get_nowait()]
+        await self._fill(batch)
+        return batch
+
+    async def _fill(self, batch: list[Inbound]) -> None:
+        size = self.settings.scorer_batch_size
+        linger_until = time.monotonic() + self.settings.scorer_batch_max_age_ms / 1000.0
+        q = self._score_q
+        while len(batch) < size:
+            while not q.empty() and len(batch) < size:
+                batch.append(q.get_nowait())
+            left = linger_until - time.monotonic()
+            if len(batch) >= size or left <= 0 or self._stopping.is_set():
+                return
+            # Sleep rather than wait_for(q.get()): a get cancelled by a timeout can race with
+            # the put that completes it, and a reading must never be lost in the seam.
+            await asyncio.sleep(left)
+
+    def _process(self, batch: list[Inbound], check_silence: bool) -> BatchResult:
+        """Decode, score and alert one micro-batch (runs in a worker thread, one at a time)."""
+        models = self._active()
+        result = BatchResult()
+        now = datetime.now(UTC)
+        readings, arrived = self._decode(batch, now, result)
+        version = models.version
+        if readings:
+            scores = models.scorer.score_batch(readings)
+            result.scored = len(scores)
+            for score, at in zip(scores, arrived, strict=True):
+                events = self.alerts.observe(
+                    score,
+                    model_version=version,
+                    now=now,
+                    received_at=datetime.fromtimestamp(at, UTC),
+                )
+                result.events.extend((e, at) for e in events)
+        if check_silence:
+            for e in self.alerts.check_silence(now, self._interval_of, model_version=version):
+                result.events.append((e, None))
+        return result
+
+    def _decode(
+        self, batch: list[Inbound], now: datetime, result: BatchResult
+    ) -> tuple[list[Reading], list[float]]:
+        limits = self.settings.limits
+        pairs: list[tuple[Reading, float]] = []
+        for arrived, kind, sid, payload in batch:
+            try:
+                decoded = decode(kind, payload, topic_sensor_id=sid, now=now, limits=limits)
+            except WireError as exc:
+                result.rejected[exc.reason] = result.rejected.get(exc.reason, 0) + 1
+                continue
+            for err in decoded.errors:
+                result.rejected[err.reason] = result.rejected.get(err.reason, 0) + 1
+            pairs.extend((r, arrived) for r in decoded.readings)
+        # Causality per sensor: time order, and nothing at or before what was already scored
+        # (QoS 1 redeliveries, the overlap with the warm-start history, late backlog items).
+        pairs.sort(key=lambda p: p[0].time)
+        readings: list[Reading] = []
+        arrivals: list[float] = []
+        last = self._last_time
+        for r, arrived in pairs:
+            prev = last.get(r.sensor_id)
+            if prev is not None and r.time <= prev:
+                result.stale += 1
+                continue
+            last[r.sensor_id] = r.time
+            readings.append(r)
+            arrivals.append(arrived)
+        return readings, arrivals
+
+    def _interval_of(self, sensor_id: str) -> float | None:
+        registered = self._intervals_s.get(sensor_id)
+        if registered is not None:
+            return registered
+        return self._active().scorer.expected_interval_s(sensor_id)
+
+    def _active(self) -> ModelSet:
+        if self.models is None:
+            raise RuntimeError("scoring before the models were loaded")
+        return self.models
+
+    def _account(self, result: BatchResult, size: int, elapsed_s: float) -> None:
+        m = self.metrics
+        if size:
+            m.batch_seconds.observe(elapsed_s)
+            m.batch_size.observe(size)
+        m.readings_scored.inc(result.scored)
+        self.scored_total += result.scored
+        for reason, n in result.rejected.items():
+            m.rejected.labels(reason).inc(n)
+        if result.stale:
+            m.skipped.labels("stale").inc(result.stale)
+        if result.events:
+            m.open_alerts.set(len(self.alerts.open_incidents()))
+
+    # ------------------------------------------------------------------ alert sink
+
+    async def _sink(self, pool: AsyncConnectionPool) -> None:
+        try:
+            while True:
+                first = await self._sink_q.get()
+                items = [first] if first is not None else []
+                done = first is None
+                while not done and not self._sink_q.empty() and len(items) < 500:
+                    nxt = self._sink_q.get_nowait()
+                    done = nxt is None
+                    if nxt is not None:
+                        items.append(nxt)
+                if items:
+                    await self._deliver(pool, items)
+                if done:
+                    return
+        finally:
+            self._sink_done.set()
+
+    async def _deliver(self, pool: AsyncConnectionPool, items: list[Outbound]) -> None:
+        events = [e for e, _ in items]
+        # Database first: an alert that was published but not stored could be re-derived and
+        # published again after a crash; stored-then-published cannot be duplicated.
+        if not await self._retry("store", lambda: store_events(pool, events)):
+            return
+        for event, arrived in items:
+            if await self._retry("publish", _bind(self._publish, event)):
+                self._count_alert(event, arrived)
+
+    async def _publish(self, event: AnomalyEvent) -> None:
+        await asyncio.wait_for(self._connected.wait(), self._timeout_s())
+        await self._client.publish(
+            alerts_topic(event.sensor_id), encode_event(event), qos=1, timeout=10
+        )
+
+    async def _retry(self, stage: str, op: Callable[[], Awaitable[None]]) -> bool:
+        """Retry ``op`` with backoff until it succeeds or the shutdown deadline passes."""
+        backoff_s = 0.2
+        while True:
+            try:
+                await op()
+                return True
+            except (StorageError, aiomqtt.MqttError, TimeoutError) as exc:
+                self.metrics.alert_errors.labels(stage).inc()
+                if self._remaining_s() <= backoff_s:
+                    log.error("giving up on alert %s at shutdown: %s", stage, exc)
+                    return False
+                log.warning("alert %s failed (%s); retrying in %.1fs", stage, exc, backoff_s)
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, _BACKOFF_MAX_S)
+
+    def _count_alert(self, event: AnomalyEvent, arrived: float | None) -> None:
+        m = self.metrics
+        if event.state == "open":
+            m.alerts_opened.labels(event.kind, event.severity).inc()
+        elif event.state == "update":
+            m.alerts_updated.labels(event.kind, event.severity).inc()
+        else:
+            m.alerts_resolved.labels(event.kind, event.severity).inc()
+        if event.kind == "anomaly" and event.state != "resolved":
+            now = time.time()
+            m.alert_latency.labels("device").observe(max(0.0, now - event.timestamp.timestamp()))
+            if arrived is not None:
+                m.alert_latency.labels("received").observe(max(0.0, now - arrived))
+
+
+def _bind(
+    fn: Callable[[AnomalyEvent], Awaitable[None]], event: AnomalyEvent
+) -> Callable[[], Awaitable[None]]:
+    return lambda: fn(event)

@@ -1,0 +1,56 @@
+"""Helpers shared by the scoring-library tests (no tests here): small fitted models, series."""
+
+from __future__ import annotations
+
+import functools
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from core.registry import LoadedModel
+from core.scoring import ScoringConfig
+from core.scoring.training import fit_detector, select_forecaster, synthetic_series
+from core.wire import Reading
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@functools.lru_cache(maxsize=1)
+def models() -> tuple[LoadedModel, LoadedModel]:
+    """A forest and forecaster fitted on small synthetic normal data (cached per process)."""
+    series = synthetic_series(5, n_series=6, length=600)
+    forest, finfo = fit_detector(series, ScoringConfig(), seed=5)
+    spec, sinfo = select_forecaster(series, ScoringConfig())
+    return (
+        LoadedModel("anomaly_detector", 1, forest, finfo),
+        LoadedModel("forecaster", 1, spec, sinfo),
+    )
+
+
+def ar_series(
+    n: int,
+    seed: int,
+    *,
+    scale: float = 1.0,
+    offset: float = 20.0,
+    phi: float = 0.7,
+    interval_s: float = 60.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = np.zeros(n)
+    e = rng.normal(size=n)
+    for i in range(1, n):
+        x[i] = phi * x[i - 1] + e[i]
+    t = START.timestamp() + interval_s * np.arange(n)
+    return t, offset + scale * x
+
+
+def readings(sid: str, t: np.ndarray, x: np.ndarray) -> list[Reading]:
+    return [
+        Reading(sensor_id=sid, time=datetime.fromtimestamp(float(ti), UTC), value=float(xi))
+        for ti, xi in zip(t, x, strict=True)
+    ]
+
+
+def at(i: int, interval_s: float = 60.0) -> datetime:
+    return START + timedelta(seconds=interval_s * i)
