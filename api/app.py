@@ -14,6 +14,8 @@ import contextlib
 import importlib
 import importlib.util
 import logging
+import os
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -72,10 +74,11 @@ def _lifespan(
         pool.timeout = settings.api_db_timeout_s
         await pool.open(wait=False)
         stop = asyncio.Event()
+        # A publisher needs no persistent session, and two API processes (uvicorn workers,
+        # replicas) sharing one client id would disconnect each other: make it unique.
+        client_id = f"{settings.api_mqtt_client_id}-{os.getpid()}-{secrets.token_hex(3)}"
         publisher = Publisher(
-            settings,
-            client_id=settings.api_mqtt_client_id,
-            timeout_s=settings.api_publish_timeout_s,
+            settings, client_id=client_id, timeout_s=settings.api_publish_timeout_s
         )
         auth = Authenticator(
             pool,

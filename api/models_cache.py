@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -152,8 +154,10 @@ class ModelsCache:
     # ------------------------------------------------------------------------------ loading
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        # The copied context carries the request id into the scorer thread's log lines.
+        call = functools.partial(contextvars.copy_context().run, fn, *args)
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+            return await asyncio.get_running_loop().run_in_executor(self._executor, call)
         except OverflowError as exc:  # the scorer's preallocated sensor bound
             raise ModelError("capacity", f"{exc} (API_MAX_CACHED_SENSORS)") from exc
 

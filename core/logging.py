@@ -33,7 +33,7 @@ def correlated(cid: str) -> Iterator[None]:
 
 class _CorrelationFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.correlation_id = correlation_id.get()
+        record.correlation_id = correlation_id.get() or "-"
         return True
 
 
@@ -48,7 +48,7 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         cid = getattr(record, "correlation_id", None)
-        if cid:
+        if cid and cid != "-":
             doc["correlation_id"] = cid
         for key, value in vars(record).items():
             if key not in _RESERVED and key != "correlation_id" and not key.startswith("_"):

@@ -73,6 +73,17 @@ class ScorerMetrics:
         self.model_reloads = Counter(
             p + "model_reloads", "Model reloads (SIGHUP) by result.", ["result"], registry=registry
         )
+        self.shadow_loaded = Gauge(
+            p + "shadow_loaded",
+            "1 for a candidate version scored in shadow (never alerting).",
+            ["model", "version"],
+            registry=registry,
+        )
+        self.shadow_agreement = Gauge(
+            p + "shadow_agreement",
+            "Share of readings on which the shadow candidate's verdict equals the active model's.",
+            registry=registry,
+        )
         self.sensors = Gauge(p + "sensors", "Sensors with scoring state.", registry=registry)
         self.warm_start_readings = Gauge(
             p + "warm_start_readings", "Readings loaded by the last warm start.", registry=registry

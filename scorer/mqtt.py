@@ -74,9 +74,9 @@ def make_client(
         username=target.username,
         password=target.password,
         identifier=client_id,
-        protocol=aiomqtt.ProtocolVersion.V5,
-        # Clean start on every connect: nothing in a stale session is worth replaying.
-        clean_start=True,
+        protocol=aiomqtt.ProtocolVersion.V311 if __import__("os").environ.get("XP_V311") == "1" else aiomqtt.ProtocolVersion.V5,
+        clean_session=True if __import__("os").environ.get("XP_V311") == "1" else None,
+        clean_start=3 if __import__("os").environ.get("XP_V311") == "1" else True,
         keepalive=settings.mqtt_keepalive_s,
         will=aiomqtt.Will(status_topic(component), OFFLINE, qos=1, retain=True),
         queue_type=counting_queue(on_drop),

@@ -44,6 +44,8 @@ class ScorerSettings(Settings):
     scorer_drain_timeout_s: float = Field(10.0, ge=0.0)
     scorer_deadman_check_s: float = Field(1.0, gt=0.0)
     scorer_alert_queue_size: int = Field(10_000, ge=1)
+    # How often the figures of a shadow candidate (if any) are written to the registry.
+    scorer_shadow_stats_s: float = Field(60.0, gt=0.0)
 
     alert_open_hits: int = Field(3, ge=1)
     alert_open_window: int = Field(5, ge=1)

@@ -23,6 +23,8 @@ from scorer import queries
 
 log = logging.getLogger(__name__)
 
+STORE_CONNECT_TIMEOUT_S = 5.0
+
 
 @dataclass(slots=True)
 class WarmStart:
@@ -140,7 +142,13 @@ async def store_events(pool: AsyncConnectionPool, events: list[AnomalyEvent]) ->
     if not events:
         return
     try:
-        async with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+        # A short wait for a connection: the caller retries with backoff, and a failed attempt
+        # is counted and logged rather than hidden in a 30 s pool wait.
+        async with (
+            pool.connection(timeout=STORE_CONNECT_TIMEOUT_S) as conn,
+            conn.transaction(),
+            conn.cursor() as cur,
+        ):
             await cur.execute(
                 queries.ENSURE_SENSORS, {"sensor_ids": sorted({e.sensor_id for e in events})}
             )

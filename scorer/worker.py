@@ -32,8 +32,9 @@ from prometheus_client import CollectorRegistry
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from core.db import async_pool
-from core.errors import StorageError, WireError
+from core.errors import ModelError, StorageError, WireError
 from core.metrics import MetricsServer, Readiness
+from core.registry import record_shadow_stats
 from core.scoring.alerts import AlertMachine
 from core.topics import (
     READINGS_FILTER,
@@ -107,6 +108,9 @@ class ScorerWorker:
         self.metrics.queue_depth.labels("score").set_function(self._score_q.qsize)
         self.metrics.queue_depth.labels("mqtt").set_function(lambda: len(self._client.messages))
         self.metrics.queue_depth.labels("alerts").set_function(self._sink_q.qsize)
+        self.metrics.sensors.set_function(
+            lambda: len(self.models.scorer.sensors()) if self.models is not None else 0
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -115,7 +119,7 @@ class ScorerWorker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
-        self.models = await asyncio.to_thread(load_models, self.settings.models_dir)
+        self.models = await asyncio.to_thread(self._load_models)
         self._show_models(self.models)
         pool = async_pool(self.settings.dsn, min_size=1, max_size=4, name="sensorpipe-scorer")
         try:
@@ -172,6 +176,9 @@ class ScorerWorker:
         self.metrics.model_loaded.clear()
         for m in models.loaded:
             self.metrics.model_loaded.labels(m.name, str(m.version)).set(1)
+        self.metrics.shadow_loaded.clear()
+        for name, version in (models.tally.versions if models.tally else {}).items():
+            self.metrics.shadow_loaded.labels(name, str(version)).set(1)
 
     # ------------------------------------------------------------------ warm start / reload
 
@@ -200,6 +207,8 @@ class ScorerWorker:
     def _apply_warm_start(self, models: ModelSet, ws: WarmStart, restore: bool) -> None:
         # All sensors at once: their histories share the engine's numpy rounds.
         models.scorer.warm_start_many(ws.histories)
+        if models.shadow is not None:
+            models.shadow.warm_start_many(ws.histories)
         if restore:
             for sid, history in ws.histories.items():
                 if history:
@@ -220,7 +229,7 @@ class ScorerWorker:
         """SIGHUP: load the active models and warm a fresh scorer; swap it in between batches."""
         log.info("reloading models from %s", self.settings.models_dir)
         try:
-            models = await asyncio.to_thread(load_models, self.settings.models_dir)
+            models = await asyncio.to_thread(self._load_models)
             pool = async_pool(self.settings.dsn, min_size=1, max_size=1, name="scorer-reload")
             async with pool:
                 await self._warm_start(pool, models, restore=False)
@@ -230,6 +239,23 @@ class ScorerWorker:
             return
         self._pending_models = models
         self.metrics.model_reloads.labels("ok").inc()
+
+    def _load_models(self) -> ModelSet:
+        return load_models(self.settings.models_dir, alert_config=self.settings.alert_config)
+
+    async def _record_shadow(self, models: ModelSet) -> None:
+        """Write the shadow figures for ``sensorpipe models promote`` (a small locked file)."""
+        if models.tally is None:
+            return
+        stats = models.tally.stats()
+        for _, st in stats[:1]:
+            if st.agreement is not None:
+                self.metrics.shadow_agreement.set(st.agreement)
+        try:
+            for name, st in stats:
+                await asyncio.to_thread(record_shadow_stats, self.settings.models_dir, name, st)
+        except ModelError as exc:  # the shadow was changed or cleared: the next reload follows
+            log.warning("shadow figures not recorded: %s", exc)
 
     def _version(self) -> str:
         return self.models.version if self.models is not None else "unknown"
@@ -318,11 +344,17 @@ class ScorerWorker:
     async def _score_loop(self) -> None:
         try:
             next_deadman = time.monotonic() + self.settings.scorer_deadman_check_s
+            next_shadow = time.monotonic() + self.settings.scorer_shadow_stats_s
             while True:
                 batch = await self._next_batch(next_deadman)
                 if self._pending_models is not None:
+                    if self.models is not None:
+                        await self._record_shadow(self.models)
                     self.models, self._pending_models = self._pending_models, None
                     self._show_models(self.models)
+                if time.monotonic() >= next_shadow and self.models is not None:
+                    next_shadow = time.monotonic() + self.settings.scorer_shadow_stats_s
+                    await self._record_shadow(self.models)
                 check = time.monotonic() >= next_deadman
                 if check:
                     next_deadman = time.monotonic() + self.settings.scorer_deadman_check_s
@@ -335,6 +367,8 @@ class ScorerWorker:
                 if self._drained() or self._remaining_s() <= 0:
                     return
         finally:
+            if self.models is not None:
+                await self._record_shadow(self.models)
             await self._sink_q.put(_DONE)
 
     def _drained(self) -> bool:
@@ -391,6 +425,11 @@ class ScorerWorker:
                     received_at=datetime.fromtimestamp(at, UTC),
                 )
                 result.events.extend((e, at) for e in events)
+            if models.shadow is not None and models.tally is not None:
+                # Same readings, same order: the candidate's verdicts, never alerted on.
+                candidate = models.shadow.score_batch(readings)
+                models.tally.add(scores, candidate, models.shadow.model_version)
+                models.tally.active_alerts += sum(e.state == "open" for e, _ in result.events)
         if check_silence:
             for e in self.alerts.check_silence(now, self._interval_of, model_version=version):
                 result.events.append((e, None))

@@ -1,8 +1,8 @@
 """The alert lifecycle: turns a stream of per-reading scores into a few trustworthy alerts.
 
-Pure state machine (no I/O, no clock of its own): the live scorer and ``backtest`` feed it the same
-scored points and get the same events. Per sensor there is at most one open *anomaly* incident and
-at most one open *deadman* incident.
+Pure state machine (no I/O, no clock of its own): the live scorer feeds it, and any replay of the
+same scores (a test, a notebook) gets the same events. Per sensor there is at most one open
+*anomaly* incident and at most one open *deadman* incident.
 
 * **Open** (debounce): an anomaly incident opens when at least ``open_hits`` of the last
   ``open_window`` warm readings were judged anomalous, so one marginal reading is not an
@@ -31,7 +31,7 @@ the present, not about a device's clock.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
@@ -213,20 +213,6 @@ class AlertMachine:
                 events.append(opened)
         else:
             events.extend(self._advance(st, st.anomaly, point, model_version, now))
-        return events
-
-    def observe_many(
-        self,
-        points: Iterable[ScoredPoint],
-        *,
-        model_version: str,
-        now: datetime,
-        received_at: Mapping[str, datetime] | None = None,
-    ) -> list[AnomalyEvent]:
-        events: list[AnomalyEvent] = []
-        for p in points:
-            seen = received_at.get(p.sensor_id) if received_at is not None else None
-            events.extend(self.observe(p, model_version=model_version, now=now, received_at=seen))
         return events
 
     def _maybe_open(

@@ -45,8 +45,8 @@ class ScoringConfig:
             which its calibrated score crosses 0.5.
         score_slope: steepness of the logistic map from standardised statistic to [0, 1].
         threshold: the ensemble score at or above which a reading is an anomaly.
-        evidence_decay: decay of the accumulated-evidence term (CUSUM-like) that lets several
-            moderately surprising readings in a row cross the threshold where one would not.
+        detector_weights: multipliers of each detector's score before the ensemble's max (the
+            benchmark zeroes all but one to measure a single detector).
 
     Per-sensor calibration:
         max_alarm_rate / alarm_rate_alpha: each sensor tracks the |residual z| that onsets of
@@ -57,10 +57,12 @@ class ScoringConfig:
     Drift and adaptation:
         cusum_k / cusum_h: drift detector on the standardised residuals of learned readings;
             when it fires, the forecaster's covariance is reset so it relearns quickly.
-        adapt_after: consecutive same-sign anomalous readings after which a persistent level
-            shift is accepted as the new normal (the band re-anchors; alerts then clear).
-        adapt_consistency: how consistent (|mean| / std of residuals in the streak) a streak must
-            be to count as a level shift rather than a noise burst.
+        adapt_after: consecutive anomalous readings after which a persistent, consistent level
+            shift is accepted as the new normal (level and band re-anchor; alerts then clear);
+            any anomalous run three times as long is accepted as a change of regime.
+        adapt_consistency: how consistent (|mean| / sd of the deviations from the level in the
+            run) a run must be to count as a level shift rather than a noise burst.
+        seed: seed of the half-space trees' random structure (and the built-in fallback forest).
     """
 
     warmup_readings: int = 100
@@ -90,7 +92,6 @@ class ScoringConfig:
     z_alarm_hst: float = 10.0
     score_slope: float = 1.5
     threshold: float = 0.5
-    evidence_decay: float = 0.7
 
     max_alarm_rate: float = 0.005
     alarm_rate_alpha: float = 0.2

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import pairwise
 from statistics import NormalDist
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +25,7 @@ from core.scoring.forecaster import (
     ForecasterSpec,
     regressors,
     rls_update,
+    stabilise,
     to_value,
 )
 from core.scoring.forest import CompiledForest
@@ -187,6 +188,16 @@ class Engine:
         self.hst_ref = _grow(self.hst_ref, (cap, trees, nodes))
         self.hst_latest = _grow(self.hst_latest, (cap, trees, nodes))
 
+    ROW_ARRAYS = ("state", "lags", "theta", "cov", "hst_ref", "hst_latest")
+
+    def snapshot(self, slots: I64) -> list[npt.NDArray[Any]]:
+        """Copies of the given sensors' rows of every per-sensor array (see ``restore``)."""
+        return [getattr(self, name)[slots].copy() for name in self.ROW_ARRAYS]
+
+    def restore(self, slots: I64, rows: list[npt.NDArray[Any]]) -> None:
+        for name, saved in zip(self.ROW_ARRAYS, rows, strict=True):
+            getattr(self, name)[slots] = saved
+
     def slot(self, sensor_id: str) -> int:
         s = self.slots.get(sensor_id)
         if s is not None:
@@ -246,7 +257,9 @@ class Engine:
         floor = np.maximum(0.5 * quant, tiny)
         scale = np.maximum(np.sqrt(st[:, SCALE2]), floor)
         phi = regressors(self.spec, lags, level, scale, t)
-        pred_u = np.einsum("nk,nk->n", phi, theta)
+        # A forecast more than 20 long-run scales from the level is never credible (a model
+        # still settling, or one gone wrong): fall back towards the level.
+        pred_u = _clip(np.einsum("nk,nk->n", phi, theta), -20.0, 20.0)
         expected = to_value(self.spec, pred_u, lags, level, scale)
         sig0 = np.maximum(st[:, SIG], floor)
         sig = sig0 * band_mult * st[:, INFL]
@@ -452,6 +465,7 @@ class Engine:
                 cfg.rls_forgetting,
                 cov_max=100.0 * cfg.rls_prior_var * self.spec.n_coef,
             )
+            stabilise(th, self.spec.p)
             theta[fit], cov[fit] = th, cv
         a_sig = np.maximum(cfg.residual_alpha, 1.0 / ln)
         sig_new = np.where(

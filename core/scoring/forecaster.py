@@ -149,10 +149,25 @@ def rls_update(theta: F64, cov: F64, phi: F64, err: F64, lam: float, cov_max: fl
     theta += gain * err[:, None]
     cov -= gain[:, :, None] * p_phi[:, None, :]
     cov /= lam
+    # Keep P symmetric: rounding makes it drift apart, and an asymmetric P is how RLS diverges.
+    cov += np.swapaxes(cov, 1, 2)
+    cov *= 0.5
     tr = np.einsum("nii->n", cov)
     over = tr > cov_max
     if over.any():
         cov[over] *= (cov_max / tr[over])[:, None, None]
+
+
+def stabilise(theta: F64, p: int, max_abs_sum: float = 0.999) -> None:
+    """Project AR coefficients into a stable region, in place: if sum |phi_i| exceeds
+    ``max_abs_sum`` (a sufficient condition for stationarity), scale them down. A free-running
+    forecast of an explosive AR polynomial would otherwise run off to infinity during a long
+    anomaly, when the lags are fed with forecasts."""
+    ar = theta[:, 1 : 1 + p]
+    total = np.abs(ar).sum(axis=1)
+    over = total > max_abs_sum
+    if over.any():
+        ar[over] *= (max_abs_sum / total[over])[:, None]
 
 
 def forecast_path(

@@ -90,11 +90,25 @@ class Scorer:
 
     # ------------------------------------------------------------------ scoring
 
-    def score_batch(self, readings: Sequence[Reading]) -> list[Score]:
-        """Score readings in order (per sensor), learning from each reading judged normal."""
+    def score_batch(self, readings: Sequence[Reading], *, learn: bool = True) -> list[Score]:
+        """Score readings in order (per sensor), learning from each reading judged normal.
+
+        ``learn=False`` scores the batch exactly the same way (each reading in the context of
+        the batch's earlier ones) but then puts the touched sensors' state back, so an on-demand
+        check (the API's /detect_anomaly) teaches the live models nothing.
+        """
         n = len(readings)
         if n == 0:
             return []
+        if not learn:
+            eng = self.engine
+            # Allocate first: growing the arrays replaces them, so snapshot after.
+            slots = np.array(sorted({eng.slot(r.sensor_id) for r in readings}), dtype=np.int64)
+            saved = eng.snapshot(slots)
+            try:
+                return self.score_batch(readings)
+            finally:
+                eng.restore(slots, saved)
         sids = [r.sensor_id for r in readings]
         t = np.fromiter((r.time.timestamp() for r in readings), dtype=np.float64, count=n)
         x = np.fromiter((r.value for r in readings), dtype=np.float64, count=n)

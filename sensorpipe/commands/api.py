@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import contextlib
+import signal
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from api.settings import ApiSettings
 
 HELP = "serve the HTTP API and dashboard (FastAPI/uvicorn); OpenAPI at /docs"
 
@@ -28,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(
         ApiSettings, "api", api_host=args.host, api_port=args.port, api_workers=args.workers
     )
+    _tune_interpreter(settings)
     common: dict[str, Any] = {
         "host": settings.api_host,
         "port": settings.api_port,
@@ -48,8 +55,39 @@ def run(args: argparse.Namespace) -> int:
             **common,
         )
     else:
-        uvicorn.run(create_app(settings), **common)
+        server_class = _graceful_server_class()
+        server_class(uvicorn.Config(create_app(settings), **common)).run()
     return 0
+
+
+def _graceful_server_class() -> type:
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        """uvicorn re-raises SIGTERM after its graceful shutdown, so the process would end with
+        status 143; a clean drain is a success, so this one returns and the command exits 0."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            handled = (signal.SIGINT, signal.SIGTERM)
+            previous = {s: signal.signal(s, self.handle_exit) for s in handled}
+            try:
+                yield
+            finally:
+                for s, handler in previous.items():
+                    signal.signal(s, handler)
+
+    return GracefulServer
+
+
+def _tune_interpreter(settings: ApiSettings) -> None:
+    """The event loop and the scorer thread share the GIL. With CPython's default 5 ms switch
+    interval a request's coroutine can wait up to 5 ms for the GIL while the scorer thread runs
+    numpy on small arrays; a shorter interval bounds that wait (``API_SWITCH_INTERVAL_MS``,
+    compared in ``benchmarks/bench_api.py``)."""
+    import sys
+
+    sys.setswitchinterval(settings.api_switch_interval_ms / 1000.0)
 
 
 def app_from_env() -> object:
@@ -58,4 +96,6 @@ def app_from_env() -> object:
     from api.settings import ApiSettings
     from sensorpipe.config import load_settings
 
-    return create_app(load_settings(ApiSettings, "api"))
+    settings = load_settings(ApiSettings, "api")
+    _tune_interpreter(settings)
+    return create_app(settings)

@@ -93,16 +93,25 @@ def _list(models_dir: Path, *, as_json: bool) -> int:
     if not versions:
         print(f"no models in {models_dir}")
         return 0
-    print(f"{'name':<20} {'ver':>4}  {'state':<7} {'trained_at':<21} {'size':>9}  metrics")
+    print(
+        f"{'name':<20} {'ver':>4}  {'state':<7} {'trained_at':<21} {'size':>9}  metrics (first 4)"
+    )
     for v in versions:
         state = "active" if v.active else "shadow" if v.shadow else ""
-        size = f"{v.size_bytes / 1024:.0f} KiB" if v.size_bytes is not None else "missing"
-        metrics = ", ".join(f"{k}={_fmt(x)}" for k, x in sorted(v.metrics.items())[:4])
+        size = _size(v.size_bytes)
+        numeric = [(k, x) for k, x in sorted(v.metrics.items()) if isinstance(x, int | float)]
+        metrics = ", ".join(f"{k}={_fmt(x)}" for k, x in numeric[:4])
         print(
             f"{v.name:<20} {v.version:>4}  {state:<7} {v.trained_at or '?':<21} {size:>9}  "
             f"{metrics}"
         )
     return 0
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "missing"
+    return f"{n} B" if n < 1024 else f"{n / 1024:.0f} KiB"
 
 
 def _fmt(x: object) -> str:

@@ -41,3 +41,9 @@ def test_readme_mosquitto_pub_example_is_stored(
     sensor_type, unit, value, lag = row
     assert (sensor_type, unit, value) == ("temperature", "Cel", 21.5)
     assert lag.total_seconds() < 10
+
+
+def test_readme_carries_the_tested_snippet() -> None:
+    """The command tested above is the one README.md shows, character for character."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert README_SNIPPET.strip() in readme

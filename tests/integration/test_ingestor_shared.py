@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 import paho.mqtt.client as paho
@@ -78,7 +79,7 @@ def test_two_ingestors_share_the_work_and_store_each_row_once(
     "If this passes, the broker got fixed and the default can be revisited.",
 )
 def test_broker_restores_shared_subscriptions_after_restart(
-    broker_factory: type[MosquittoServer],
+    broker_factory: Callable[..., MosquittoServer],
 ) -> None:
     broker = broker_factory()
     got: list[bytes] = []

@@ -22,7 +22,7 @@ from tests.integration.scorer_harness import (
     event_rows,
     store_history,
 )
-from tests.servers import MosquittoServer
+from tests.servers import MosquittoServer, PgServer
 
 pytestmark = pytest.mark.integration
 
@@ -154,12 +154,38 @@ def replay(models_dir: Path, history: list[Reading], live: list[Reading]) -> lis
     ]
 
 
+def backtest_scores(
+    models_dir: Path, readings: list[Reading], tmp_path: Path
+) -> dict[tuple[str, datetime], tuple[float, bool]]:
+    """``(sensor, time) → (anomaly_score, is_anomaly)`` from ``sensorpipe backtest``."""
+    import csv
+
+    from sensorpipe.__main__ import main
+
+    src, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    with src.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["sensor_id", "timestamp", "value"])
+        w.writerows([r.sensor_id, r.time.isoformat(), repr(r.value)] for r in readings)
+    args = ["backtest", "--input", str(src), "--output", str(out), "--models-dir", str(models_dir)]
+    assert main(args) == 0
+    with out.open(newline="") as f:
+        return {
+            (row["sensor_id"], datetime.fromisoformat(row["timestamp"])): (
+                float(row["anomaly_score"]),
+                row["is_anomaly"] == "1",
+            )
+            for row in csv.DictReader(f)
+        }
+
+
 def test_labelled_incidents_to_alerts_on_mqtt_and_rows_exactly_once(
     scorer_factory: Callable[..., ScorerProcess],
     listener: AlertListener,
     publisher: Publisher,
     db_url: str,
     models_dir: Path,
+    tmp_path: Path,
 ) -> None:
     ticks = 1500
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=ticks + 60)
@@ -197,7 +223,14 @@ def test_labelled_incidents_to_alerts_on_mqtt_and_rows_exactly_once(
             key(e) for e in want if e.sensor_id == sid
         ]
 
-    # Incident level, with the budgets stated in the module docstring.
+    # Backtest equals streaming: `sensorpipe backtest` on the same readings gives each alert's
+    # triggering reading exactly the score the live scorer published.
+    backtest = backtest_scores(models_dir, history + live, tmp_path)
+    for e in seen:
+        if e.state != "resolved":
+            assert backtest[(e.sensor_id, e.timestamp)] == (e.score, True), e
+
+    # Incident level, with the budgets stated at the top of this module.
     expected = [i for i in incidents if i.start >= live_from]
     assert len(expected) >= 5, "the seed should give the test something to find"
     alerts = intervals(seen)
@@ -335,19 +368,43 @@ def test_refuses_to_start_without_models(
     assert "ModelError" in proc.log() and "active.json" in proc.log()
 
 
-def test_ready_then_sighup_reloads_the_active_models(
-    db_url: str, mqtt: MosquittoServer, models_dir: Path, listener: AlertListener, tmp_path: Path
+def copy_version(models_dir: Path, name: str, src: int, dst: int) -> None:
+    """A "retrained" version: the same bytes under a new version number."""
+    import json
+    import shutil
+
+    from core.registry import artifact_path, meta_path
+
+    shutil.copy(artifact_path(models_dir, name, src), artifact_path(models_dir, name, dst))
+    meta = json.loads(meta_path(models_dir, name, src).read_text())
+    meta_path(models_dir, name, dst).write_text(json.dumps({**meta, "version": dst}))
+
+
+def test_ready_sighup_reload_and_shadow_figures(
+    db_url: str,
+    mqtt: MosquittoServer,
+    models_dir: Path,
+    listener: AlertListener,
+    publisher: Publisher,
+    tmp_path: Path,
 ) -> None:
     import json
     import shutil
     import urllib.request
 
-    from core.registry import activate, artifact_path, meta_path
+    from core.registry import activate, read_shadow_stats, set_shadow
 
     own = tmp_path / "models"
     shutil.copytree(models_dir, own)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=400)
+    sim = Simulator(make_sensors(2, prefix="sh"), seed=9, interval_s=1.0, start=start)
+    store_history(db_url, [s.reading for _ in range(150) for s in sim.tick()])
     proc = ScorerProcess(
-        db_url=db_url, mqtt_url=mqtt.url, models_dir=own, log_path=tmp_path / "scorer.log"
+        db_url=db_url,
+        mqtt_url=mqtt.url,
+        models_dir=own,
+        log_path=tmp_path / "scorer.log",
+        SCORER_SHADOW_STATS_S="0.5",
     ).start()
     try:
         listener.wait_status(b"online")
@@ -360,23 +417,82 @@ def test_ready_then_sighup_reloads_the_active_models(
                 "mqtt": "ok",
             }
         assert proc.metric("sensorpipe_scorer_model_loaded", 'version="1"') == 2
-        # A "retrained" detector v2 (the same bytes under a new version), then activated.
-        shutil.copy(
-            artifact_path(own, "anomaly_detector", 1), artifact_path(own, "anomaly_detector", 2)
-        )
-        meta = json.loads(meta_path(own, "anomaly_detector", 1).read_text())
-        meta_path(own, "anomaly_detector", 2).write_text(json.dumps({**meta, "version": 2}))
+
+        # Activate a new detector version, then SIGHUP: the scorer swaps it in between batches.
+        copy_version(own, "anomaly_detector", 1, 2)
         activate(own, "anomaly_detector", 2)
         proc.signal(signal.SIGHUP)
         proc.wait_metric("sensorpipe_scorer_model_reloads_total", 1)
         assert proc.metric("sensorpipe_scorer_model_reloads_total", 'result="ok"') == 1
-        # The swap happens between batches; an idle scorer reaches one within a deadman tick.
-        deadline = time.monotonic() + 10
-        while (
-            proc.metric("sensorpipe_scorer_model_loaded", 'model="anomaly_detector",version="2"')
-            != 1
-        ):
+        wait_loaded(proc, 'model="anomaly_detector",version="2"')
+
+        # A candidate v3 in shadow: scored beside v2 on live readings, figures in the registry.
+        copy_version(own, "anomaly_detector", 1, 3)
+        set_shadow(own, "anomaly_detector", 3)
+        proc.signal(signal.SIGHUP)
+        proc.wait_metric("sensorpipe_scorer_model_reloads_total", 2)
+        wait_loaded(proc, 'model="anomaly_detector",version="3"', "sensorpipe_scorer_shadow_loaded")
+        live = [s.reading for _ in range(100) for s in sim.tick()]
+        publisher.send(live)
+        proc.wait_metric("sensorpipe_scorer_readings_scored_total", len(live))
+        proc.signal(signal.SIGTERM)
+        assert proc.wait() == 0
+        stats = read_shadow_stats(own, "anomaly_detector")
+        assert stats is not None and stats.version == 3
+        # The same forest under another number: full agreement, equal errors and alerts.
+        assert stats.n_scored == len(live) and stats.agreement == 1.0
+        assert stats.candidate_error == stats.active_error
+        assert stats.candidate_alerts == stats.active_alerts
+    finally:
+        proc.stop()
+
+
+def wait_loaded(
+    proc: ScorerProcess, labels: str, metric: str = "sensorpipe_scorer_model_loaded"
+) -> None:
+    deadline = time.monotonic() + 10.0
+    while proc.metric(metric, labels) != 1:
+        assert time.monotonic() < deadline, proc.log()
+        time.sleep(0.1)
+
+
+def test_alert_waits_for_the_database_and_is_never_published_unstored(
+    pg_factory: Callable[[], PgServer],
+    mqtt: MosquittoServer,
+    models_dir: Path,
+    listener: AlertListener,
+    publisher: Publisher,
+    tmp_path: Path,
+) -> None:
+    pg = pg_factory()
+    db = pg.dsn("sensorpipe")
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("INSERT INTO sensors (sensor_id, expected_interval_s) VALUES ('db-1', 0.1)")
+    proc = ScorerProcess(
+        db_url=db,
+        mqtt_url=mqtt.url,
+        models_dir=models_dir,
+        log_path=tmp_path / "scorer.log",
+        ALERT_DEADMAN_FLOOR_S="1.0",
+        ALERT_DEADMAN_FACTOR="3",
+        SCORER_DEADMAN_CHECK_S="0.2",
+    ).start()
+    try:
+        listener.wait_status(b"online")
+        publisher.send([Reading(sensor_id="db-1", time=datetime.now(UTC), value=1.0)])
+        proc.wait_metric("sensorpipe_scorer_readings_scored_total", 1)
+        pg.stop()
+        # The deadman alert is due now, but it cannot be stored: it is retried, not published.
+        proc.wait_metric("sensorpipe_scorer_alert_errors_total", 1, timeout_s=20)
+        time.sleep(1.0)
+        assert listener.events() == []
+        pg.start()
+        deadline = time.monotonic() + 30
+        while not listener.events():
             assert time.monotonic() < deadline, proc.log()
             time.sleep(0.1)
+        [event] = listener.events()
+        assert (event.sensor_id, event.kind, event.state) == ("db-1", "deadman", "open")
+        assert [(r["event_id"], r["state"]) for r in event_rows(db)] == [(event.event_id, "open")]
     finally:
         proc.stop()

@@ -226,3 +226,15 @@ def test_list_versions_marks_active_and_shadow(tmp_path: Path) -> None:
 def test_interrupted_save_does_not_reuse_a_version_number(tmp_path: Path) -> None:
     (tmp_path / "anomaly_detector_v4.joblib").write_bytes(b"orphan")
     assert _save(tmp_path) == 5
+
+
+def test_committed_models_verify_and_load_with_this_code() -> None:
+    """The shipped models/ must match the code: retrain (docs/ml/README.md) when features change."""
+    from core.scoring import FEATURE_NAMES, Scorer, ScoringConfig
+
+    models = Path(__file__).resolve().parents[2] / "models"
+    assert all(r.ok for r in registry.verify(models))
+    detector = registry.load_active(models, "anomaly_detector", list(FEATURE_NAMES))
+    forecaster = registry.load_active(models, "forecaster")
+    assert detector.meta["data_window"]["source"] == "datasets/synthetic/train.csv"
+    assert Scorer(ScoringConfig(), detector, forecaster).model_version == "anomaly_detector:v1"

@@ -174,3 +174,17 @@ def test_builtin_detector_fallback() -> None:
     assert sc.model_version == "anomaly_detector:builtin"
     t, x = ar_series(200, seed=13)
     assert len(sc.score_batch(readings("s", t, x))) == 200
+
+
+def test_score_without_learning_leaves_state_untouched() -> None:
+    sc = scorer()
+    t, x = ar_series(300, seed=14)
+    sc.score_batch(readings("s", t[:250], x[:250]))
+    before = sc.engine.snapshot(np.array([0]))
+    probe = sc.score_batch(readings("s", t[250:], x[250:]), learn=False)
+    after = sc.engine.snapshot(np.array([0]))
+    for a, b in zip(before, after, strict=True):
+        np.testing.assert_array_equal(a, b)
+    learned = sc.score_batch(readings("s", t[250:], x[250:]))
+    assert [s.score for s in probe] == [s.score for s in learned]
+    assert sc.engine.state[0, 0] == 300
