@@ -1,14 +1,17 @@
-"""``python -m api``: serve the HTTP API with uvicorn (settings from the environment)."""
+"""``python -m api``: serve the HTTP API (settings from the environment; ``sensorpipe api`` is the
+same with command-line overrides and friendlier settings errors)."""
 
 from __future__ import annotations
 
 import sys
 
 
-def main(argv: list[str] | None = None) -> int:
-    from sensorpipe.__main__ import main as cli
+def main() -> int:
+    from api.server import app_from_env, serve
 
-    return cli(["api", *(sys.argv[1:] if argv is None else argv)])
+    app = app_from_env()
+    settings = app.state.settings
+    return serve(settings)
 
 
 if __name__ == "__main__":

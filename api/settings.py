@@ -46,9 +46,6 @@ class ApiSettings(Settings):
     api_db_timeout_s: float = Field(5.0, gt=0, le=120)
     api_publish_timeout_s: float = Field(5.0, gt=0, le=120)
     api_mqtt_client_id: str = "sensorpipe-api"
-    # CPython's GIL switch interval for the API process (the default is 5 ms); see
-    # sensorpipe/commands/api.py. Set by `sensorpipe api`, not by create_app (it is process-wide).
-    api_switch_interval_ms: float = Field(0.5, gt=0.0, le=100.0)
     # Startup waits this long for the broker connection and the model load, then serves anyway.
     api_startup_grace_s: float = Field(5.0, ge=0.0, le=120.0)
 

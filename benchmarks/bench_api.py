@@ -126,7 +126,7 @@ def start_api(env: dict[str, str], port: int, workers: int, log: Path) -> subpro
         sys.executable,
         "-m",
         "uvicorn",
-        "sensorpipe.commands.api:app_from_env",
+        "api.server:app_from_env",
         "--factory",
         "--host",
         "127.0.0.1",
@@ -231,12 +231,6 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=15.0, help="seconds per wrk figure")
     p.add_argument("--locust-users", type=int, default=20)
     p.add_argument("--no-locust", action="store_true", help="wrk figures only")
-    p.add_argument(
-        "--switch-interval-ms",
-        type=float,
-        default=0.5,
-        help="the API process's GIL switch interval (CPython's default is 5)",
-    )
     args = p.parse_args()
     duration = 4.0 if args.quick else args.duration
     if shutil.which("wrk") is None:
@@ -264,7 +258,6 @@ def main() -> int:
             "LOG_LEVEL": "WARNING",
             "API_REFRESH_INTERVAL_S": "1",
             "API_DB_POOL_MAX": "10",
-            "API_SWITCH_INTERVAL_MS": str(args.switch_interval_ms),
         }
         api = start_api(env, port, args.workers, workdir / "api.log")
         wait_ready(url)
@@ -296,7 +289,6 @@ def main() -> int:
         print(
             f"API benchmark: {args.sensors} sensors x {args.history} readings of history, "
             f"{args.workers} uvicorn worker(s), "
-            f"GIL switch interval {args.switch_interval_ms:g} ms, "
             f"{duration:g}s per figure, "
             f"{os.cpu_count()} CPUs (shared)"
         )
@@ -342,6 +334,10 @@ def main() -> int:
             pace(20, 1000),
             "all",
         )
+        # One connection, no pause: the service time of one request with nothing queued.
+        run("GET /health (c=1)", "/health", "GET", "health", 1, 0, "all")
+        run("detect_anomaly (c=1)", "/api/v1/detect_anomaly", "POST", "detect", 1, 0, "all")
+        run("predict (c=1)", "/api/v1/predict", "POST", "predict", 1, 0, "all")
 
         if args.no_locust:
             return 0

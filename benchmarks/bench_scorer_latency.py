@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import threading
@@ -287,6 +288,7 @@ def main() -> int:
     warnings.simplefilter("ignore", RuntimeWarning)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-scorer-"))
+    scorers: list[ScorerProcess] = []
     broker = MosquittoServer().start()
     pg = PgServer().start()
     try:
@@ -308,7 +310,7 @@ def main() -> int:
             lines.append(row("two-hop MQTT floor (relay, no scoring)", f"{rate:,.0f}", lat))
 
         total_ticks = (
-            HISTORY_TICKS + int(6000 * seconds / args.sensors) + 2 * tput_n // args.sensors + 10
+            HISTORY_TICKS + int(6000 * seconds / args.sensors) + 3 * tput_n // args.sensors + 10
         )
         start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=total_ticks)
         sim = Simulator(
@@ -337,7 +339,8 @@ def main() -> int:
             models_dir=models,
             log_path=tmp / "scorer.log",
             LOG_LEVEL="WARNING",
-        ).start()
+        )
+        scorers.append(proc.start())
         proc.wait_metric("sensorpipe_scorer_warm_start_readings", 1, 120)
         timer = AlertTimer(broker.url)
         time.sleep(1.0)
@@ -363,6 +366,24 @@ def main() -> int:
             rate = throughput(broker.url, proc, sim, tput_n, per)
             print(f"| through the service, {per} reading(s) per MQTT message | {rate:,.0f} |")
         proc.stop()
+        # The same over MQTT 5 (paho builds a Properties object for every PUBLISH received).
+        v5 = ScorerProcess(
+            db_url=db,
+            mqtt_url=broker.url,
+            models_dir=models,
+            log_path=tmp / "scorer-v5.log",
+            LOG_LEVEL="WARNING",
+            SCORER_MQTT_PROTOCOL="5",
+        )
+        scorers.append(v5.start())
+        v5.wait_metric("sensorpipe_scorer_warm_start_readings", 1, 120)
+        time.sleep(1.0)
+        rate = throughput(broker.url, v5, sim, tput_n, 1)
+        print(
+            f"| through the service, 1 reading per message, `SCORER_MQTT_PROTOCOL=5` "
+            f"| {rate:,.0f} |"
+        )
+        v5.stop()
         lib = library_rate(models, sim, tput_n)
         print(f"| `Scorer.score_batch` alone (1,000-sensor batches, same process) | {lib:,.0f} |")
         print("\n| stage (raw cost, this process, same run) | µs per reading |\n|---|---|")
@@ -371,8 +392,11 @@ def main() -> int:
         with open("/proc/loadavg") as f:
             print(f"\nload average during the run (1/5/15 min): {' '.join(f.read().split()[:3])}")
     finally:
+        for p in scorers:  # never leave a scorer behind, even when a figure failed
+            p.stop()
         broker.destroy()
         pg.destroy()
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

@@ -17,6 +17,7 @@ import asyncio
 import socket
 import ssl
 from collections.abc import Callable
+from typing import Any
 
 import aiomqtt
 
@@ -50,15 +51,28 @@ def counting_queue(on_drop: Callable[[], None]) -> type[asyncio.Queue[aiomqtt.Me
     return CountingQueue
 
 
+def _protocol(protocol: str) -> dict[str, Any]:
+    """aiomqtt arguments for a clean session in MQTT 5 (clean start) or 3.1.1 (clean session).
+
+    The scorer uses no MQTT 5 feature (no shared subscription, no properties), and paho builds a
+    ``Properties`` object for every PUBLISH received over MQTT 5: the largest single cost per
+    message in a profile of the scorer. 3.1.1 skips it (docs/perf/scorer.md).
+    """
+    if protocol == "3.1.1":
+        return {"protocol": aiomqtt.ProtocolVersion.V311, "clean_session": True}
+    return {"protocol": aiomqtt.ProtocolVersion.V5, "clean_start": True}
+
+
 def make_client(
     settings: Settings,
     *,
     client_id: str,
     component: str,
+    protocol: str,
     queue_size: int,
     on_drop: Callable[[], None],
 ) -> aiomqtt.Client:
-    """One reusable client: MQTT v5, clean start, TCP_NODELAY, retained last will ``offline``."""
+    """One reusable client: clean session, TCP_NODELAY, retained last will ``offline``."""
     target = settings.mqtt
     tls_params = None
     if target.tls:
@@ -74,9 +88,8 @@ def make_client(
         username=target.username,
         password=target.password,
         identifier=client_id,
-        protocol=aiomqtt.ProtocolVersion.V311 if __import__("os").environ.get("XP_V311") == "1" else aiomqtt.ProtocolVersion.V5,
-        clean_session=True if __import__("os").environ.get("XP_V311") == "1" else None,
-        clean_start=3 if __import__("os").environ.get("XP_V311") == "1" else True,
+        # Clean session on every connect: nothing in a stale session is worth replaying.
+        **_protocol(protocol),
         keepalive=settings.mqtt_keepalive_s,
         will=aiomqtt.Will(status_topic(component), OFFLINE, qos=1, retain=True),
         queue_type=counting_queue(on_drop),

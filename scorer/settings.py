@@ -37,6 +37,10 @@ class ScorerSettings(Settings):
     # nothing; it only saves a PUBACK per reading (a packet, a syscall, and paho/asyncio
     # bookkeeping on the event loop). The durable path is the ingestor's.
     scorer_subscribe_qos: int = Field(0, ge=0, le=1)
+    # 3.1.1 by default: the scorer uses no MQTT 5 feature, and over MQTT 5 paho builds a
+    # Properties object for every PUBLISH received, which measured as half the scorer's
+    # throughput with one reading per message (docs/perf/scorer.md). "5" is accepted.
+    scorer_mqtt_protocol: str = Field("3.1.1", pattern=r"^(5|3\.1\.1)$")
     scorer_queue_size: int = Field(100_000, ge=10)
     scorer_mqtt_queue_size: int = Field(100_000, ge=10)
     scorer_warm_start_window_s: float = Field(6 * 3600.0, ge=0.0)

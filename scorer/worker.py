@@ -102,6 +102,7 @@ class ScorerWorker:
             settings,
             client_id=settings.client_id,
             component=self.component,
+            protocol=settings.scorer_mqtt_protocol,
             queue_size=settings.scorer_mqtt_queue_size,
             on_drop=self.metrics.skipped.labels("queue_full").inc,
         )

@@ -43,6 +43,9 @@ class ScoringConfig:
     Combining:
         z_alarm_residual / z_alarm_if / z_alarm_hst: each detector's standardised statistic at
             which its calibrated score crosses 0.5.
+        var_alpha / var_cap / var_alarm: the residual detector's short-window variance test —
+            EWMA (weight var_alpha) of z^2 capped at var_cap per reading; var_alarm is the level
+            that counts as the residual alarm (about three |z| > 3 readings in a row).
         score_slope: steepness of the logistic map from standardised statistic to [0, 1].
         threshold: the ensemble score at or above which a reading is an anomaly.
         detector_weights: multipliers of each detector's score before the ensemble's max (the
@@ -88,6 +91,9 @@ class ScoringConfig:
     calib_alpha: float = 0.01
 
     z_alarm_residual: float = 5.0
+    var_alpha: float = 0.3
+    var_cap: float = 9.0
+    var_alarm: float = 6.0
     z_alarm_if: float = 8.0
     z_alarm_hst: float = 10.0
     score_slope: float = 1.5
@@ -101,12 +107,14 @@ class ScoringConfig:
     adapt_consistency: float = 2.0
 
     seed: int = 7
+    # Not part of the hash (a dict is unhashable), so a config can still key a cache.
     detector_weights: dict[str, float] = field(
+        hash=False,
         default_factory=lambda: {
             "forecast_residual": 1.0,
             "isolation_forest": 1.0,
             "half_space_trees": 1.0,
-        }
+        },
     )
 
     def __post_init__(self) -> None:

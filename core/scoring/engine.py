@@ -72,8 +72,9 @@ _A = TypeVar("_A", npt.NDArray[np.float64], npt.NDArray[np.float32])
     STREAK_D,
     ALARM_RATE,
     INFL,
-) = range(33)
-N_COLS = 33
+    VAR_S,
+) = range(34)
+N_COLS = 34
 
 # The IF calibration prior counts as this many readings of the sensor's own.
 IF_PRIOR_N = 50.0
@@ -228,6 +229,7 @@ class Engine:
         st[new, IF_MU] = self.calib.median
         st[new, IF_VAR] = self.calib.sd**2
         st[new, INFL] = 1.0
+        st[new, VAR_S] = 1.0
         st[new, ALARM_RATE] = self.q_gauss
         lags[new] = x[new, None]
         theta[new] = self.prior
@@ -267,7 +269,12 @@ class Engine:
         z_r = resid / sig
 
         feats, aux = self._features(st, x, z_r, scale, sig, floor, gap)
-        det = self._detect(st, slots, feats, z_r, aux["run_nats"])
+        # Short-window variance test on the residuals: EWMA of z^2 (each term capped at
+        # var_cap, so one outlier cannot trigger it). Several large residuals in a row — a
+        # noise burst whose single readings may each stay inside the band — push it up.
+        var_s = st[:, VAR_S] + cfg.var_alpha * (np.minimum(z_r * z_r, cfg.var_cap) - st[:, VAR_S])
+        st[:, VAR_S] = np.where(late, st[:, VAR_S], var_s)
+        det = self._detect(st, slots, feats, z_r, aux["run_nats"], var_s)
         w = cfg.detector_weights
         weighted = det * np.array(
             [w["forecast_residual"], w["isolation_forest"], w["half_space_trees"]]
@@ -336,7 +343,7 @@ class Engine:
         np.minimum(np.maximum(f, -cfg.feature_clip, out=f), cfg.feature_clip, out=f)
         return f, {"absdx": absdx, "dabs_s": dabs_s, "run": run, "run_nats": run_nats}
 
-    def _detect(self, st: F64, slots: I64, feats: F64, z_r: F64, run_nats: F64) -> F64:
+    def _detect(self, st: F64, slots: I64, feats: F64, z_r: F64, run_nats: F64, var_s: F64) -> F64:
         cfg = self.cfg
         m = feats.shape[0]
         det = np.zeros((m, 3))
@@ -345,8 +352,10 @@ class Engine:
         # value with the sensor's learned repeat probability, else the Gaussian band. Its
         # surprise is the larger of the band's |z| and the repeat-run surprise expressed as a
         # z of equal tail probability (sqrt(2 * nats); slightly conservative). A frozen value
-        # sits inside the band, so only the second term can see it.
-        z_res = np.maximum(np.abs(z_r), np.sqrt(2.0 * run_nats))
+        # sits inside the band, so only the second term can see it. The third term is the
+        # residual-variance test, scaled so that its alarm level maps onto the residual's.
+        z_var = var_s * (cfg.z_alarm_residual / cfg.var_alarm)
+        z_res = np.maximum(np.maximum(np.abs(z_r), np.sqrt(2.0 * run_nats)), z_var)
         zz[:, 0] = z_res
         det[:, 0] = _sigmoid(cfg.score_slope * (z_res - cfg.z_alarm_residual))
         if self.forest is not None:

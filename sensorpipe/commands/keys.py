@@ -35,10 +35,10 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from api import security
     from core.db import connect
-    from core.settings import Settings
+    from core.settings import DatabaseSettings
     from sensorpipe.config import load_settings
 
-    settings = load_settings(Settings, None)
+    settings = load_settings(DatabaseSettings, None)
     with connect(settings.dsn, autocommit=False) as conn:
         if args.keys_command == "create":
             key, info = security.create_key(

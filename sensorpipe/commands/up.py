@@ -22,7 +22,9 @@ HELP = "run the whole pipeline locally (ingestor, scorer, API + dashboard, simul
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sensors", type=int, default=12, help="simulated sensors (0: no simulator)")
     p.add_argument("--rate", type=float, default=1.0, help="readings per second per sensor")
-    p.add_argument("--anomaly-rate", type=float, default=0.002, help="injected anomalies per reading")
+    p.add_argument(
+        "--anomaly-rate", type=float, default=0.002, help="injected anomalies per reading"
+    )
     p.add_argument("--host", default="127.0.0.1", help="API / dashboard host")
     p.add_argument("--port", type=int, default=8000, help="API / dashboard port")
     p.add_argument("--no-migrate", action="store_true", help="skip `sensorpipe migrate`")
@@ -37,13 +39,16 @@ class Child:
     pump: threading.Thread | None = field(default=None, repr=False)
 
     def start(self, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(self.argv, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT)
+        # argv is our own interpreter running our own CLI: no untrusted input.
+        self.proc = subprocess.Popen(  # noqa: S603
+            self.argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         self.pump = threading.Thread(target=self._pump, daemon=True, name=f"pump-{self.name}")
         self.pump.start()
 
     def _pump(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
+        if self.proc is None or self.proc.stdout is None:
+            return
         for line in self.proc.stdout:
             sys.stdout.write(f"{self.name:>9} | {line.decode(errors='replace')}")
             sys.stdout.flush()
@@ -67,9 +72,23 @@ def _children(args: argparse.Namespace) -> list[Child]:
         Child("api", [*exe, "api", "--host", args.host, "--port", str(args.port)]),
     ]
     if args.sensors > 0:
-        children.append(Child("simulator", [
-            *exe, "simulate", "--sensors", str(args.sensors), "--rate", str(args.rate),
-            "--anomaly-rate", str(args.anomaly_rate), "--qos", "1"]))
+        children.append(
+            Child(
+                "simulator",
+                [
+                    *exe,
+                    "simulate",
+                    "--sensors",
+                    str(args.sensors),
+                    "--rate",
+                    str(args.rate),
+                    "--anomaly-rate",
+                    str(args.anomaly_rate),
+                    "--qos",
+                    "1",
+                ],
+            )
+        )
     return children
 
 
@@ -87,14 +106,21 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     for child in children:
         child.start(env)
-    print(f"\nsensorpipe is up: dashboard http://{args.host}:{args.port}/  "
-          f"(API key for the dashboard: {key})\nCtrl-C stops everything.\n", flush=True)
+    print(
+        f"\nsensorpipe is up: dashboard http://{args.host}:{args.port}/  "
+        f"(API key for the dashboard: {key})\nCtrl-C stops everything.\n",
+        flush=True,
+    )
     try:
         while not stopping.is_set():
             dead = [c for c in children if c.proc is not None and c.proc.poll() is not None]
             if dead:
-                print(f"sensorpipe up: {dead[0].name} exited with {dead[0].proc.returncode}"
-                      if dead[0].proc else "", file=sys.stderr)
+                print(
+                    f"sensorpipe up: {dead[0].name} exited with {dead[0].proc.returncode}"
+                    if dead[0].proc
+                    else "",
+                    file=sys.stderr,
+                )
                 break
             time.sleep(0.5)
     except KeyboardInterrupt:
@@ -106,8 +132,21 @@ def run(args: argparse.Namespace) -> int:
 def _dashboard_key(env: dict[str, str]) -> str:
     """A fresh read-only key for the local dashboard (keys are shown once, so one per run)."""
     name = f"local-dashboard-{int(time.time())}"
-    out = subprocess.run(
-        [sys.executable, "-m", "sensorpipe", "keys", "create", "--name", name,
-         "--scopes", "reports:read,ml:predict"],
-        env=env, check=True, capture_output=True, text=True)
+    out = subprocess.run(  # noqa: S603 - our own CLI
+        [
+            sys.executable,
+            "-m",
+            "sensorpipe",
+            "keys",
+            "create",
+            "--name",
+            name,
+            "--scopes",
+            "reports:read,ml:predict",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return out.stdout.splitlines()[0].strip()  # the key; the next line is a note about it

@@ -144,3 +144,28 @@ def test_cors_is_off_by_default_and_on_when_configured(
     with TestClient(create_app(settings)) as c:
         r = c.options("/api/v1/sensors", headers=preflight)
         assert r.headers["access-control-allow-origin"] == "https://ops.example"
+
+
+def test_unexpected_error_is_a_json_500_without_stack(
+    api_settings: ApiSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(api_settings)
+
+    async def boom() -> None:
+        raise RuntimeError("secret internals: /etc/passwd")
+
+    app.add_api_route("/boom", boom)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.get("/boom", headers={"X-Request-ID": "rid-500"})
+    assert r.status_code == 500
+    assert r.json() == {
+        "error": {
+            "code": "internal_error",
+            "request_id": "rid-500",
+            "message": "internal error; the request id identifies it in the logs",
+        }
+    }
+    assert "Traceback" not in r.text and "secret" not in r.text
+    # The stack goes to the log (whose lines carry the request id), never to the client.
+    [record] = [x for x in caplog.records if x.getMessage().startswith("unhandled error")]
+    assert record.exc_info is not None and record.exc_info[0] is RuntimeError

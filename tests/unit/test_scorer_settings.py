@@ -87,3 +87,15 @@ def test_status_topic_component_is_per_shard_when_sharded() -> None:
         "scorer-1of3",
         "scorer-2of3",
     }
+
+
+def test_mqtt_protocol_choice_maps_to_a_clean_session() -> None:
+    import aiomqtt
+
+    from scorer.mqtt import _protocol
+
+    assert _protocol("5") == {"protocol": aiomqtt.ProtocolVersion.V5, "clean_start": True}
+    assert _protocol("3.1.1") == {"protocol": aiomqtt.ProtocolVersion.V311, "clean_session": True}
+    assert ScorerSettings(**BASE, scorer_mqtt_protocol="3.1.1").scorer_mqtt_protocol == "3.1.1"
+    with pytest.raises(ValidationError):
+        ScorerSettings(**BASE, scorer_mqtt_protocol="4")

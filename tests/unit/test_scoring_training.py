@@ -105,3 +105,11 @@ def test_forecaster_spec_validation_and_dict_form() -> None:
     )
     with pytest.raises(TypeError):
         as_spec("nope")
+
+
+def test_scoring_config_validates_and_is_hashable() -> None:
+    assert hash(ScoringConfig()) == hash(ScoringConfig())
+    assert ScoringConfig() != ScoringConfig(threshold=0.6)
+    for bad in ({"threshold": 1.5}, {"rls_forgetting": 0.2}, {"hst_height": 0}):
+        with pytest.raises(ValueError):
+            ScoringConfig(**bad)  # type: ignore[arg-type]
