@@ -33,7 +33,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -45,6 +45,7 @@ from core.registry import LoadedModel
 from core.scoring import ScoringConfig
 from core.scoring.scorer import Scorer
 from core.scoring.training import fit_detector, select_forecaster
+from sensorpipe.evaluation import Tally, runs_of  # one event-matching rule for docs and train
 from simulators import ANOMALY_KINDS, Incident, Simulator, make_sensors
 
 TRAIN_SEED = 1
@@ -71,35 +72,6 @@ VARIANTS: dict[str, dict[str, float]] = {
     },
     "ensemble": {"forecast_residual": 1.0, "isolation_forest": 1.0, "half_space_trees": 1.0},
 }
-
-
-@dataclass
-class Tally:
-    incidents: int = 0
-    detected: int = 0
-    runs: int = 0
-    true_runs: int = 0
-    delays: list[int] = field(default_factory=list)
-
-    def add(self, other: Tally) -> None:
-        self.incidents += other.incidents
-        self.detected += other.detected
-        self.runs += other.runs
-        self.true_runs += other.true_runs
-        self.delays.extend(other.delays)
-
-    @property
-    def precision(self) -> float:
-        return self.true_runs / self.runs if self.runs else 1.0
-
-    @property
-    def recall(self) -> float:
-        return self.detected / self.incidents if self.incidents else 1.0
-
-    @property
-    def f1(self) -> float:
-        p, r = self.precision, self.recall
-        return 2 * p * r / (p + r) if p + r else 0.0
 
 
 @dataclass
@@ -177,22 +149,6 @@ def score_run(
         out[s] = flags[off : off + len(run.times[s])]
         off += len(run.times[s])
     return out, scorer
-
-
-def runs_of(flags: np.ndarray, merge: int) -> list[tuple[int, int]]:
-    idx = np.flatnonzero(flags)
-    if idx.size == 0:
-        return []
-    out: list[tuple[int, int]] = []
-    a = b = int(idx[0])
-    for i in idx[1:].tolist():
-        if i - b <= merge:
-            b = i
-        else:
-            out.append((a, b))
-            a = b = i
-    out.append((a, b))
-    return out
 
 
 def evaluate(
