@@ -136,6 +136,18 @@ class PromotionCriteria:
 # --- paths and small helpers --------------------------------------------------------------------
 
 
+def default_models_dir() -> Path:
+    """``./models`` when it exists, else the ``models/`` committed beside the code.
+
+    So ``sensorpipe backtest`` run from any folder of a checkout still finds the trained models.
+    """
+    here = Path("models")
+    if (here / ACTIVE_FILE).exists():
+        return here
+    shipped = Path(__file__).resolve().parents[1] / "models"
+    return shipped if (shipped / ACTIVE_FILE).exists() else here
+
+
 def artifact_path(models_dir: Path, name: str, version: int) -> Path:
     return models_dir / f"{name}_v{version}.joblib"
 

@@ -12,7 +12,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", required=True, help="CSV with columns timestamp,value[,sensor_id]")
     p.add_argument("--output", required=True, help="CSV to write (one row per input row)")
     p.add_argument("--tz", default="UTC", help="time zone of naive timestamps (default UTC)")
-    p.add_argument("--models-dir", default="models", help="model registry (default ./models)")
+    p.add_argument(
+        "--models-dir",
+        default=None,
+        help="model registry (default: ./models, else the models/ shipped with the code)",
+    )
     p.add_argument(
         "--sensor-col",
         default="sensor_id",
@@ -27,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from core.errors import ConfigError, ModelError
-    from core.registry import load_active
+    from core.registry import default_models_dir, load_active
     from core.scoring import FEATURE_NAMES, Scorer, ScoringConfig
     from core.scoring.backtest import run_backtest
 
@@ -38,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     src = Path(args.input)
     if not src.is_file():
         raise ConfigError(f"input file {src} does not exist")
-    models = Path(args.models_dir)
+    models = Path(args.models_dir) if args.models_dir else default_models_dir()
     try:
         detector = load_active(models, "anomaly_detector", expected_features=FEATURE_NAMES)
         forecaster = load_active(models, "forecaster")
