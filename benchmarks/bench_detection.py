@@ -119,8 +119,9 @@ def train_models(
         ]
         for s in clean.times
     ]
-    forest, finfo = fit_detector(series, config, seed=TRAIN_SEED)
+    # The forecaster first: the forest is trained on features computed with it, as in `train`.
     spec, sinfo = select_forecaster(series, config)
+    forest, finfo = fit_detector(series, config, seed=TRAIN_SEED, spec=spec)
     return (
         LoadedModel("anomaly_detector", 0, forest, finfo),
         LoadedModel("forecaster", 0, spec, sinfo),

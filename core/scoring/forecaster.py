@@ -24,6 +24,7 @@ not its index, so it survives gaps and irregular sampling.
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,36 +182,41 @@ def forecast_path(
 ) -> tuple[F64, F64]:
     """Iterate the model ahead: mean and standard deviation of each future step.
 
-    The h-step variance is ``sigma^2 * sum(psi_j^2)`` with the psi weights of the AR polynomial
-    (integrated once more when d = 1), the textbook ARIMA forecast-error variance.
+    The h-step forecast error is ``sum_{j<h} psi_j e_{t+h-j}`` with the psi weights of the AR
+    polynomial (for d = 1 the weights of the integrated series, i.e. their running sums), so its
+    variance is ``sigma^2 * sum_{j<h} psi_j^2`` — the textbook ARIMA forecast-error variance, for
+    ``sigma`` the one-step error sd. Deterministic seasonal terms add no variance.
+
+    Both recursions run on plain floats: this is on the API's request path, and per-step numpy
+    calls would cost more than the arithmetic (a day ahead at 5 min, 288 steps, stays well under
+    a millisecond).
     """
     horizon = times_s.shape[0]
-    hist = list(lags[: spec.n_lags])
-    means = np.empty(horizon)
-    phi_ar = theta[1 : 1 + spec.p]
-    seas = fourier_terms(times_s, spec.fourier_k, spec.period_s) @ theta[1 + spec.p :]
-    for h in range(horizon):
-        if spec.d == 0:
-            u = [(v - level) / scale for v in hist[: spec.p]]
-            pred = level + scale * (theta[0] + float(np.dot(phi_ar, u)) + seas[h])
-        else:
-            du = [(hist[i] - hist[i + 1]) / scale for i in range(spec.p)]
-            pred = hist[0] + scale * (theta[0] + float(np.dot(phi_ar, du)) + seas[h])
-        means[h] = pred
-        hist = [pred, *hist[:-1]]
-    psi = _psi_weights(phi_ar, horizon)
+    p = spec.p
+    phi = theta[1 : 1 + p].tolist()
+    seas = fourier_terms(times_s, spec.fourier_k, spec.period_s) @ theta[1 + p :]
+    drive = (seas + theta[0]).tolist() if spec.fourier_k else [float(theta[0])] * horizon
+    # The regression's own inputs: deviations from the level (d = 0) or differences (d = 1).
+    past = (lags[:p] - level if spec.d == 0 else lags[:p] - lags[1 : p + 1]) / scale
+    # Normalised path: u_h = drive_h + sum_i phi_i u_{h-i}, with the observed lags before h = 0.
+    u = _ar_recursion(phi, drive, past[::-1].tolist())
+    means = level + scale * u if spec.d == 0 else float(lags[0]) + scale * np.cumsum(u)
+    psi = _ar_recursion(phi, [1.0] + [0.0] * (horizon - 1), [0.0] * p)
     if spec.d == 1:
         psi = np.cumsum(psi)
-    sd = sigma * np.sqrt(np.cumsum(psi**2))
+    sd = sigma * np.sqrt(np.cumsum(psi * psi))
     return means, sd
 
 
-def _psi_weights(phi: F64, horizon: int) -> F64:
-    psi = np.zeros(horizon)
-    psi[0] = 1.0
-    for j in range(1, horizon):
-        acc = 0.0
-        for i in range(1, min(j, phi.shape[0]) + 1):
-            acc += phi[i - 1] * psi[j - i]
-        psi[j] = acc
-    return psi
+def _ar_recursion(phi: list[float], drive: list[float], history: list[float]) -> F64:
+    """``y_h = drive_h + sum_i phi_i y_{h-i}`` for each h, given ``history`` (oldest first).
+
+    With an impulse as ``drive`` and zero history this yields the psi weights of the AR
+    polynomial (``psi_0 = 1``, ``psi_j = sum_i phi_i psi_{j-i}``).
+    """
+    p = len(phi)
+    buf = list(history)
+    rev = slice(None, -p - 1, -1)  # the last p values, most recent first (aligned with phi)
+    for d in drive:
+        buf.append(d + sum(map(operator.mul, phi, buf[rev])))
+    return np.asarray(buf[len(history) :], dtype=np.float64)

@@ -214,16 +214,18 @@ class Scorer:
         )
         z80, z95 = self.config.band_z80, self.config.band_z95
         epoch = datetime(1970, 1, 1, tzinfo=UTC)
+        # Whole-array arithmetic, then plain floats: this is on the API's request path.
         return [
-            ForecastPoint(
-                epoch + timedelta(seconds=float(ti)),
-                float(m),
-                float(m - z80 * s),
-                float(m + z80 * s),
-                float(m - z95 * s),
-                float(m + z95 * s),
+            ForecastPoint(epoch + timedelta(seconds=ti), *vals)
+            for ti, *vals in zip(
+                times.tolist(),
+                mean.tolist(),
+                (mean - z80 * sd).tolist(),
+                (mean + z80 * sd).tolist(),
+                (mean - z95 * sd).tolist(),
+                (mean + z95 * sd).tolist(),
+                strict=True,
             )
-            for ti, m, s in zip(times, mean, sd, strict=True)
         ]
 
 

@@ -1,8 +1,9 @@
 """Offline fitting of the two registry artifacts, on features from the streaming code itself.
 
 ``fit_detector`` replays each training series through a scoring :class:`Engine` (without a
-forest), collects the engineered features of the readings that engine learned from, and fits an
-Isolation Forest on them, so train-time and score-time features cannot drift apart.
+forest, but with the forecaster the scorer will run beside it), collects the engineered features
+of the readings that engine learned from, and fits an Isolation Forest on them, so train-time and
+score-time features cannot drift apart.
 ``select_forecaster`` chooses the forecaster's order (p, d, seasonal harmonics) by AIC.
 ``write_artifact`` stores a model in the registry layout ``core.registry`` loads.
 """
@@ -69,9 +70,18 @@ def stream_features(
 
 
 def fit_detector(
-    series: Iterable[Series], config: ScoringConfig, seed: int
+    series: Iterable[Series],
+    config: ScoringConfig,
+    seed: int,
+    spec: ForecasterSpec | None = None,
 ) -> tuple[object, dict[str, Any]]:
     """Fit the Isolation Forest on streaming features; returns ``(model, info)``.
+
+    ``spec`` is the forecaster the scorer will run beside this forest (the one
+    ``select_forecaster`` chose): the ``residual_z`` and band features depend on the forecaster,
+    so training them with another order would fit the forest to features it never sees live.
+    ``None`` means the default ``ForecasterSpec()``, which is what a Scorer without a forecaster
+    artifact uses.
 
     The model is a plain fitted ``sklearn.ensemble.IsolationForest`` carrying one extra attribute,
     ``sensorpipe_calibration_`` (median and robust sd of its score on the training features), which
@@ -80,7 +90,8 @@ def fit_detector(
     from sklearn import __version__ as sklearn_version
     from sklearn.ensemble import IsolationForest
 
-    feats = stream_features(series, config)
+    spec = spec or ForecasterSpec()
+    feats = stream_features(series, config, spec)
     rng = np.random.default_rng(seed)
     if feats.shape[0] > MAX_TRAIN_ROWS:
         feats = feats[rng.choice(feats.shape[0], MAX_TRAIN_ROWS, replace=False)]
@@ -100,6 +111,9 @@ def fit_detector(
         "params": {"n_estimators": IF_TREES, "max_samples": int(forest.max_samples_), "seed": seed},
         "library_versions": {"scikit-learn": sklearn_version},
         "raw_score_quantiles": {str(q): float(np.quantile(raw, q)) for q in (0.5, 0.99, 0.999)},
+        # The forecaster the features were computed with; a scorer pairing this forest with a
+        # different order sees shifted residual features.
+        "forecaster_order": {"p": spec.p, "d": spec.d, "fourier_k": spec.fourier_k},
     }
     return forest, info
 
@@ -125,7 +139,7 @@ def _design(t: F64, u: F64, p: int, d: int, k: int, start: int) -> tuple[F64, F6
 
 def select_forecaster(
     series: Iterable[Series], config: ScoringConfig
-) -> tuple[object, dict[str, Any]]:
+) -> tuple[ForecasterSpec, dict[str, Any]]:
     """Choose (p, d, Fourier harmonics) by summed AIC over the training series.
 
     Each candidate is fitted by conditional least squares (the estimator statsmodels' ``AutoReg``

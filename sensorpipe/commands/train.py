@@ -103,7 +103,9 @@ def run(args: argparse.Namespace) -> int:
     from core import registry
     from core.errors import ConfigError, InsufficientDataError
 
-    names = [args.only] if args.only else [DETECTOR, FORECASTER]
+    # The forecaster first: the detector's features (residual_z, band) depend on it, so the
+    # detector is fitted on features computed with the forecaster it will run beside.
+    names = [args.only] if args.only else [FORECASTER, DETECTOR]
     steps = 1 + len(names) + (1 if args.eval else 0) + (1 if args.activate else 0)
     progress = _Progress(steps, quiet=args.quiet)
 
@@ -117,7 +119,10 @@ def run(args: argparse.Namespace) -> int:
     trained: dict[str, tuple[Any, dict[str, Any]]] = {}
     for name in names:
         progress.start(f"fitting {name}")
-        trained[name] = _fit(name, series, args.seed)
+        spec = trained[FORECASTER][0] if FORECASTER in trained else None
+        if name == DETECTOR and spec is None:
+            spec = _active_forecaster(args.models_dir)
+        trained[name] = _fit(name, series, args.seed, spec)
         progress.done(_summary(trained[name][1]))
 
     if args.eval:
@@ -222,15 +227,37 @@ def _load_db(
     return list(out.values())
 
 
-def _fit(name: str, series: list[SensorSeries], seed: int) -> tuple[Any, dict[str, Any]]:
-    """Fit one model; returns it with its meta (features, parameters, metrics)."""
+def _active_forecaster(models_dir: Path) -> Any:
+    """The forecaster a detector trained alone (``--only anomaly_detector``) will run beside:
+    the active one, else the default order a Scorer without a forecaster artifact uses."""
+    from core import registry
+    from core.errors import ModelError
+    from core.scoring.forecaster import ForecasterSpec, as_spec
+
+    try:
+        return as_spec(registry.load_active(models_dir, FORECASTER).model)
+    except ModelError as exc:
+        # Only a missing one falls back: a corrupt forecaster must not silently change the
+        # features the detector is trained on.
+        if exc.reason != "missing":
+            raise
+        return ForecasterSpec()
+
+
+def _fit(
+    name: str, series: list[SensorSeries], seed: int, spec: Any = None
+) -> tuple[Any, dict[str, Any]]:
+    """Fit one model; returns it with its meta (features, parameters, metrics).
+
+    ``spec``: for the detector, the forecaster whose residuals its features are computed with.
+    """
     from core.scoring import FEATURE_NAMES, training
     from core.scoring.config import ScoringConfig
 
     config = ScoringConfig(seed=seed)
     data = [s.points for s in series]
     if name == DETECTOR:
-        model, info = training.fit_detector(data, config, seed)
+        model, info = training.fit_detector(data, config, seed, spec)
         features: list[str] | None = list(FEATURE_NAMES)
     else:
         model, info = training.select_forecaster(data, config)

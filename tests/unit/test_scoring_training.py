@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from sklearn.ensemble import IsolationForest
 
-from core.registry import load_active
+from core.registry import LoadedModel, load_active
 from core.scoring import FEATURE_NAMES, ForecasterSpec, Scorer, ScoringConfig
 from core.scoring.forecaster import as_spec
+from core.scoring.forest import CompiledForest
 from core.scoring.training import (
     fit_detector,
     select_forecaster,
@@ -112,4 +113,64 @@ def test_scoring_config_validates_and_is_hashable() -> None:
     assert ScoringConfig() != ScoringConfig(threshold=0.6)
     for bad in ({"threshold": 1.5}, {"rls_forgetting": 0.2}, {"hst_height": 0}):
         with pytest.raises(ValueError):
-            ScoringConfig(**bad)  # type: ignore[arg-type]
+            ScoringConfig(**bad)
+
+
+def _loaded(name: str, model: object) -> LoadedModel:
+    return LoadedModel(name, 1, model, {})
+
+
+def _live_features(scorer: Scorer, series: list[tuple[datetime, float]]) -> np.ndarray:
+    """Features of the warm readings the live scorer learned from, in reading order."""
+    t = np.array([p[0].timestamp() for p in series])
+    x = np.array([p[1] for p in series])
+    rows: list[tuple[int, np.ndarray]] = []
+    for pos, res in scorer.score_arrays(["train-0"] * len(t), t, x):
+        keep = res.warm & res.learned
+        rows.extend(zip(pos[keep].tolist(), res.features[keep], strict=True))
+    rows.sort(key=lambda r: r[0])
+    return np.array([r[1] for r in rows])
+
+
+def test_training_features_match_the_live_scorer_with_the_selected_forecaster() -> None:
+    # A random walk with a daily cycle: the chosen order differs from the default AR(3), d = 0,
+    # so features computed with the default would differ from what the scorer sees.
+    rng = np.random.default_rng(11)
+    n = 3000
+    x = 20.0 + np.cumsum(rng.normal(0.0, 0.3, n)) + 3.0 * np.sin(2 * np.pi * np.arange(n) / 288)
+    series = series_of(x, 300.0)
+    config = ScoringConfig(seed=2)
+    spec, _ = select_forecaster([series], config)
+    assert isinstance(spec, ForecasterSpec)
+    assert (spec.p, spec.d, spec.fourier_k, spec.prior) != (3, 0, 0, ())
+    forest, info = fit_detector([series], config, seed=2, spec=spec)
+    assert info["forecaster_order"] == {"p": spec.p, "d": spec.d, "fourier_k": spec.fourier_k}
+
+    train = stream_features([series], config, spec)
+    live = _live_features(
+        Scorer(config, _loaded("anomaly_detector", forest), _loaded("forecaster", spec)), series
+    )
+    # The live scorer may flag (and then not learn from) a reading the forest-less training
+    # engine learned from; compare the readings both learned from, which must be identical.
+    assert live.shape[0] > 0.9 * train.shape[0]
+    m = min(len(train), len(live))
+    first_diff = next(
+        (i for i in range(m) if not np.allclose(train[i], live[i], rtol=1e-9, atol=1e-12)), m
+    )
+    assert first_diff > 0.9 * m, f"train and live features diverge at row {first_diff} of {m}"
+    # The residual feature in particular is the one a wrong order shifts.
+    default = stream_features([series], config)
+    k = min(first_diff, len(default))
+    assert not np.allclose(default[:k], train[:k])
+
+    # And the forest was fitted on exactly these features: its calibration is their median.
+    raw = CompiledForest(forest).anomaly_score(train)
+    assert info["calibration"]["median"] == pytest.approx(float(np.median(raw)))
+
+
+def test_fit_detector_default_spec_is_the_old_behaviour() -> None:
+    series = synthetic_series(5, n_series=2, length=400)
+    _, a = fit_detector(series, ScoringConfig(), seed=5)
+    _, b = fit_detector(series, ScoringConfig(), seed=5, spec=ForecasterSpec())
+    assert a["calibration"] == b["calibration"]
+    assert a["forecaster_order"] == {"p": 3, "d": 0, "fourier_k": 0}
