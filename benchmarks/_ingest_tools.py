@@ -94,6 +94,24 @@ def base_time() -> datetime:
     return datetime.now(UTC) - timedelta(days=2)
 
 
+def _line_publisher(b: MosquittoServer, topic: str) -> list[str]:
+    """``mosquitto_pub`` publishing each stdin line as one QoS 1 message (1,000 in flight)."""
+    return [
+        "mosquitto_pub",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(b.port),
+        "-q",
+        "1",
+        "-M",
+        "1000",
+        "-l",
+        "-t",
+        topic,
+    ]
+
+
 def preload(
     b: MosquittoServer, prefix: str, sensors: int, messages: int, per_message: int = 1
 ) -> int:
@@ -123,20 +141,7 @@ def preload(
             with path.open("rb") as stdin:
                 procs.append(
                     subprocess.Popen(
-                        [
-                            "mosquitto_pub",
-                            "-h",
-                            "127.0.0.1",
-                            "-p",
-                            str(b.port),
-                            "-q",
-                            "1",
-                            "-M",
-                            "1000",
-                            "-l",
-                            "-t",
-                            f"sensors/{sid}/readings",
-                        ],
+                        _line_publisher(b, f"sensors/{sid}/readings"),
                         stdin=stdin,
                     )
                 )
@@ -467,20 +472,7 @@ def paced_feed(
     the number of readings published (all acknowledged by the broker when this returns)."""
     procs = [
         subprocess.Popen(
-            [
-                "mosquitto_pub",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(b.port),
-                "-q",
-                "1",
-                "-M",
-                "1000",
-                "-l",
-                "-t",
-                f"sensors/{prefix}-{i}/readings",
-            ],
+            _line_publisher(b, f"sensors/{prefix}-{i}/readings"),
             stdin=subprocess.PIPE,
             bufsize=1 << 16,
         )

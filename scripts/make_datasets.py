@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sensorpipe.commands import simulate
+from simulators.csvfiles import READING_COLUMNS
+from simulators.csvfiles import format_time as _iso
 
 # Seeds: the evaluation seed is never used for training or tuning (datasets/README.md).
 TRAIN_SEED = 20261101
@@ -31,22 +33,6 @@ EVAL_TICKS = 2016  # 21 days
 ANOMALY_RATE = 0.004  # about one incident per 250 readings of a sensor
 TRAIN_START = datetime(2026, 1, 5, tzinfo=UTC)
 EVAL_START = datetime(2026, 3, 2, tzinfo=UTC)
-
-# The real set uses the simulator's CSV columns so every reader takes both; it has no labels, so
-# ``is_anomaly`` and ``anomaly_kind`` are left empty (unknown), not 0 (normal).
-READING_COLUMNS = [
-    "timestamp",
-    "sensor_id",
-    "value",
-    "sensor_type",
-    "unit",
-    "is_anomaly",
-    "anomaly_kind",
-]
-
-
-def _iso(t: datetime) -> str:
-    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def write_synthetic(
@@ -84,6 +70,8 @@ def write_waterflow(out: Path) -> int:
     rows = 0
     with (out / "waterflow.csv").open("w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
+        # The simulator's columns, so every reader takes both sets; no labels here, so
+        # ``is_anomaly`` and ``anomaly_kind`` are left empty (unknown), not 0 (normal).
         w.writerow(READING_COLUMNS)
         for x, y in datasets.WaterFlow():
             w.writerow(

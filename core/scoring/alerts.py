@@ -327,14 +327,21 @@ class AlertMachine:
 
 
 def _point_event(
-    inc: _Incident, point: ScoredPoint, state: AlertState, model_version: str, now: datetime
+    inc: _Incident,
+    point: ScoredPoint,
+    state: AlertState,
+    model_version: str,
+    now: datetime,
+    *,
+    score: float | None = None,
 ) -> AnomalyEvent:
+    """An event about ``point``; a resolution carries the reading that ended the incident."""
     return AnomalyEvent(
         event_id=inc.event_id,
         sensor_id=point.sensor_id,
         timestamp=point.time,
         value=point.value,
-        score=_clip(point.score),
+        score=_clip(point.score if score is None else score),
         severity=inc.severity,
         state=state,
         kind=inc.kind,
@@ -345,31 +352,14 @@ def _point_event(
         model_version=model_version,
         emitted_at=now,
         opened_at=inc.opened_at,
+        resolved_at=point.time if state == "resolved" else None,
     )
 
 
 def _resolve_event(
     inc: _Incident, point: ScoredPoint, model_version: str, now: datetime, *, score: float
 ) -> AnomalyEvent:
-    """A resolution carries the reading that ended the incident (its value and band)."""
-    return AnomalyEvent(
-        event_id=inc.event_id,
-        sensor_id=point.sensor_id,
-        timestamp=point.time,
-        value=point.value,
-        score=_clip(score),
-        severity=inc.severity,
-        state="resolved",
-        kind=inc.kind,
-        expected=point.expected,
-        lower=point.lower,
-        upper=point.upper,
-        detectors={k: _clip(v) for k, v in point.detectors.items()},
-        model_version=model_version,
-        emitted_at=now,
-        opened_at=inc.opened_at,
-        resolved_at=point.time,
-    )
+    return _point_event(inc, point, "resolved", model_version, now, score=score)
 
 
 def _deadman_event(
