@@ -28,6 +28,14 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     pip install --upgrade pip setuptools && \
     pip install . && \
     sensorpipe --help > /dev/null
+# Compile the numba scoring kernel now (tens of seconds) instead of in every new container: the
+# Engine constructor compiles it into NUMBA_CACHE_DIR, which the runtime stage copies. numba
+# keys the cache on kernel.py's path, size and mtime (kept by COPY) and on the CPU; on a CPU
+# unlike the builder's it compiles once more at start-up and adds to the (writable) cache.
+ENV NUMBA_CACHE_DIR=/var/cache/sensorpipe/numba
+RUN python -c "from core.scoring.engine import Engine, IfCalibration; \
+from core.scoring.config import ScoringConfig; from core.scoring.forecaster import ForecasterSpec; \
+Engine(ScoringConfig(), ForecasterSpec(), None, IfCalibration())"
 
 # --- runtime: the virtualenv, the migrations and the models; no compiler, no pip cache ---------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -37,7 +45,8 @@ LABEL org.opencontainers.image.title="sensorpipe" \
 ENV PATH=/opt/sensorpipe/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    MODELS_DIR=/app/models
+    MODELS_DIR=/app/models \
+    NUMBA_CACHE_DIR=/var/cache/sensorpipe/numba
 # The base image's own pip/setuptools/wheel are never used (the virtualenv has its own) and
 # carry CVEs of their own: remove them, so the image scan reports only what runs.
 RUN /usr/local/bin/python -m pip uninstall --yes --quiet pip setuptools wheel && \
@@ -45,6 +54,9 @@ RUN /usr/local/bin/python -m pip uninstall --yes --quiet pip setuptools wheel &&
     useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home \
             --shell /usr/sbin/nologin sensorpipe
 COPY --from=build /opt/sensorpipe /opt/sensorpipe
+# numba needs its cache directory writable (it checks at import of the kernel, and adds entries
+# when it compiles for a new CPU), so this one directory belongs to the service user.
+COPY --from=build --chown=10001:10001 /var/cache/sensorpipe/numba /var/cache/sensorpipe/numba
 WORKDIR /app
 # `sensorpipe migrate` finds migrations/ in the working directory; the services read the model
 # registry from MODELS_DIR. Both stay owned by root: the services only read them.

@@ -5,16 +5,20 @@ Figures:
 * ``Scorer.score_batch`` readings/s with 1,000 warm sensors, micro-batches of 1,000 readings
   (one reading per sensor per batch, as the scorer service batches them), including building
   the ``Score`` objects; and the engine alone (arrays in, arrays out);
-* the same with small batches (100 readings) — the per-round fixed cost shows;
+* the same with small batches (100 readings): the fixed cost per call shows;
+* the engine alone for ONE sensor: its whole history in one call (what ``backtest`` of a single
+  series does) and one reading per call (the fixed cost of a call: dispatch into the compiled
+  kernel, allocating the outputs);
 * ``backtest`` rows/s: CSV parse + replay + CSV write, for 100 interleaved series and for one;
+* the compiled kernel's start-up: cold compile (empty numba cache) and load from the cache, each
+  in a fresh interpreter (wall-clock seconds; full run only, a cold compile takes tens of seconds);
 * raw costs: scikit-learn ``IsolationForest.score_samples`` for 1 row and for 1,000 rows vs the
   compiled forest; river's ``HalfSpaceTrees`` (score_one + learn_one), ``SNARIMAX``
   (learn_one + forecast) and ``ADWIN`` (update) per reading — the per-reading Python costs
-  that made us vectorise instead.
+  that made us compile our own instead.
 
 All rates are per CPU-second of this process (``time.process_time``): the benchmark machine is
 shared, and wall-clock figures there measure the neighbours as much as the code.
-Single-threaded numpy is assumed (the default for these small arrays).
 
 Usage::
 
@@ -26,7 +30,10 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -113,6 +120,43 @@ def bench_scorer(
         sc.score_arrays(sid_arr[a : a + batch], t[a : a + batch], xs[a : a + batch])
     arrays_rate = len(t) / (time.process_time() - c0)
     return objects_rate, arrays_rate
+
+
+def bench_one_sensor(m: tuple[LoadedModel, LoadedModel], n: int) -> tuple[float, float]:
+    """(readings/s with the whole series in one call, readings/s with one reading per call)."""
+    x = values(1, 2 * n, 2).ravel()
+    t = START.timestamp() + 60.0 * np.arange(2 * n)
+    sc = Scorer(ScoringConfig(), *m)
+    c0 = time.process_time()
+    sc.score_arrays(["s"] * n, t[:n], x[:n])
+    whole = n / (time.process_time() - c0)
+    calls = min(n, 5_000)
+    c0 = time.process_time()
+    for i in range(n, n + calls):
+        sc.score_arrays(["s"], t[i : i + 1], x[i : i + 1])
+    return whole, calls / (time.process_time() - c0)
+
+
+def kernel_startup() -> tuple[float, float]:
+    """Wall seconds of building an Engine in a fresh interpreter: (cold compile, cached load)."""
+    code = (
+        "import time; from core.scoring.config import ScoringConfig; "
+        "from core.scoring.engine import Engine, IfCalibration; "
+        "from core.scoring.forecaster import ForecasterSpec; t0 = time.perf_counter(); "
+        "Engine(ScoringConfig(), ForecasterSpec(), None, IfCalibration()); "
+        "print(time.perf_counter() - t0)"
+    )
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache, "PYTHONPATH": str(root)}
+        runs = [
+            subprocess.run(
+                [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+            )
+            for _ in range(2)
+        ]
+    cold, cached = (float(r.stdout.strip()) for r in runs)
+    return cold, cached
 
 
 def bench_backtest(m: tuple[LoadedModel, LoadedModel], n_sensors: int, rows: int) -> float:
@@ -208,6 +252,13 @@ def main() -> int:
     print(f"| backtest, 100 series, {rows:,} rows (rows/s) | {bench_backtest(m, 100, rows):,.0f} |")
     one = 2_000 if args.quick else 10_000
     print(f"| backtest, 1 series, {one:,} rows (rows/s) | {bench_backtest(m, 1, one):,.0f} |")
+    whole, single = bench_one_sensor(m, 5_000 if args.quick else 20_000)
+    print(f"| engine only, 1 sensor, whole series in one call (readings/s) | {whole:,.0f} |")
+    print(f"| engine only, 1 sensor, 1 reading per call (readings/s) | {single:,.0f} |")
+    if not args.quick:
+        cold, cached = kernel_startup()
+        print(f"| kernel cold compile, fresh process (s, wall) | {cold:.1f} |")
+        print(f"| kernel load from numba cache, fresh process (s, wall) | {cached:.2f} |")
     for name, sec in raw_costs(m, min_s):
         print(f"| {name} | {sec * 1e6:,.1f} µs |")
     return 0

@@ -66,6 +66,25 @@ class ScoringConfig:
         adapt_consistency: how consistent (|mean| / sd of the deviations from the level in the
             run) a run must be to count as a level shift rather than a noise burst.
         seed: seed of the half-space trees' random structure (and the built-in fallback forest).
+
+    Regime memory (operating levels; ``kernel.py`` explains the mechanism):
+        regimes: levels remembered per sensor (slots; the least used one is recycled).
+        regime_z: a reading the current forecast misses by more than regime_z sigmas, and that
+            lies within regime_z spreads of a known level, is a switch to that level.
+        regime_separation: levels are told apart only when they lie more than this many
+            within-level spreads (sqrt of the long-run scale) apart; a sensor whose values
+            wander over their range (daily cycle, weather) never switches.
+        regime_known: readings (decayed) a sensor must have spent at a level for a return to it
+            to be normal; before that, visits alert.
+        regime_min_readings: learned readings before switches are considered at all (the first
+            sigma estimates are too rough to tell a jump from noise).
+        regime_memory_s: time constant of the decay of each level's readings count, so a level
+            not visited for many days is forgotten.
+        regime_rate_alpha: EWMA weight of the learned switches per reading; a switch costs
+            -log(rate), and a one-reading visit to a level of a rarely switching sensor costs
+            about twice that (see ``kernel._switch_surprise``).
+        switch_alarm_nats: the switch surprise that counts as the residual detector's alarm
+            (9 nats: a switch pattern the sensor's own rate makes rarer than about 1e-4).
     """
 
     warmup_readings: int = 100
@@ -106,6 +125,15 @@ class ScoringConfig:
     adapt_after: int = 20
     adapt_consistency: float = 2.0
 
+    regimes: int = 6
+    regime_z: float = 4.0
+    regime_separation: float = 6.0
+    regime_known: float = 5.0
+    regime_min_readings: int = 5
+    regime_memory_s: float = 3 * 86400.0
+    regime_rate_alpha: float = 0.001
+    switch_alarm_nats: float = 9.0
+
     seed: int = 7
     # Not part of the hash (a dict is unhashable), so a config can still key a cache.
     detector_weights: dict[str, float] = field(
@@ -126,3 +154,5 @@ class ScoringConfig:
             raise ValueError("warmup_readings >= 1, short_window >= 2, hst_window >= 2")
         if self.hst_height < 1 or self.hst_trees < 1:
             raise ValueError("hst_height and hst_trees must be >= 1")
+        if self.regimes < 2 or self.regime_z <= 0 or self.regime_memory_s <= 0:
+            raise ValueError("regimes >= 2, regime_z > 0 and regime_memory_s > 0")

@@ -34,6 +34,8 @@ import numpy.typing as npt
 F64 = npt.NDArray[np.float64]
 
 DAY_S = 86400.0
+# Longest per-horizon interval calibration a spec carries (a day at 5 min).
+MAX_CALIBRATED_STEPS = 288
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,10 @@ class ForecasterSpec:
     ``p``: AR lags; ``d``: differencing (0 or 1); ``fourier_k``: harmonics of the seasonal period
     (0 = no seasonality); ``period_s``: the seasonal period in seconds (a day by default);
     ``prior``: initial coefficients ``[intercept, phi_1..phi_p, a_1, b_1, .. a_k, b_k]``.
+    ``interval_scale80`` / ``interval_scale95``: per-horizon multipliers (index ``h - 1``) of the
+    psi-weight sd for the 80 % / 95 % intervals, calibrated on rolling-origin errors of the
+    training data (``training.select_forecaster``); past the last entry the last one holds, and
+    empty means 1 (the textbook interval).
     """
 
     p: int = 3
@@ -51,6 +57,8 @@ class ForecasterSpec:
     period_s: float = DAY_S
     prior: tuple[float, ...] = ()
     info: dict[str, Any] = field(default_factory=dict)
+    interval_scale80: tuple[float, ...] = ()
+    interval_scale95: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not 1 <= self.p <= 12 or self.d not in (0, 1) or not 0 <= self.fourier_k <= 4:
@@ -59,6 +67,14 @@ class ForecasterSpec:
             raise ValueError(
                 f"prior has {len(self.prior)} coefficients, the order needs {self.n_coef}"
             )
+        scales = (self.interval_scale80, self.interval_scale95)
+        if len(scales[0]) != len(scales[1]) or len(scales[0]) > MAX_CALIBRATED_STEPS:
+            raise ValueError(
+                "interval_scale80 and interval_scale95 need the same length, at most "
+                f"{MAX_CALIBRATED_STEPS}"
+            )
+        if not all(math.isfinite(v) and 0.0 < v <= 100.0 for s in scales for v in s):
+            raise ValueError("interval scales must be finite and in (0, 100]")
 
     @property
     def n_coef(self) -> int:
@@ -86,9 +102,11 @@ def as_spec(obj: Any) -> ForecasterSpec:
         return obj
     if isinstance(obj, dict):
         keys = {"p", "d", "fourier_k", "period_s", "prior", "info"}
+        keys |= {"interval_scale80", "interval_scale95"}
         args = {k: v for k, v in obj.items() if k in keys}
-        if "prior" in args:
-            args["prior"] = tuple(float(v) for v in args["prior"])
+        for name in ("prior", "interval_scale80", "interval_scale95"):
+            if name in args:
+                args[name] = tuple(float(v) for v in args[name])
         return ForecasterSpec(**args)
     raise TypeError(f"forecaster artifact of type {type(obj).__name__} is not a ForecasterSpec")
 
@@ -179,15 +197,23 @@ def forecast_path(
     scale: float,
     sigma: float,
     times_s: F64,
+    level_alpha: float = 0.0,
 ) -> tuple[F64, F64]:
     """Iterate the model ahead: mean and standard deviation of each future step.
 
-    The h-step forecast error is ``sum_{j<h} psi_j e_{t+h-j}`` with the psi weights of the AR
-    polynomial (for d = 1 the weights of the integrated series, i.e. their running sums), so its
-    variance is ``sigma^2 * sum_{j<h} psi_j^2`` — the textbook ARIMA forecast-error variance, for
-    ``sigma`` the one-step error sd. Deterministic seasonal terms add no variance.
+    The h-step forecast error is ``sum_{j<h} psi_j e_{t+h-j}`` with the psi weights of the
+    recursion, so its variance is ``sigma^2 * sum_{j<h} psi_j^2`` — the textbook ARIMA
+    forecast-error variance, for ``sigma`` the one-step error sd. Deterministic seasonal terms add
+    no variance. For d = 1 the psi weights are those of the integrated series (running sums).
 
-    Both recursions run on plain floats: this is on the API's request path, and per-step numpy
+    ``level_alpha``: for d = 0 the regressors are deviations from the sensor's EWMA level, which
+    the engine moves by ``level_alpha * (x - level)`` after every reading. The coefficients were
+    learned with that level moving (it follows a daily cycle part way), so the path moves it too,
+    by the same rule on the forecasts; a frozen level (0, the plain AR recursion) pulls a
+    multi-step forecast towards a stale level. A moving level also feeds every shock back into
+    the forecasts after it, which the psi weights (an impulse through the same recursion) carry.
+
+    The recursions run on plain floats: this is on the API's request path, and per-step numpy
     calls would cost more than the arithmetic (a day ahead at 5 min, 288 steps, stays well under
     a millisecond).
     """
@@ -196,6 +222,13 @@ def forecast_path(
     phi = theta[1 : 1 + p].tolist()
     seas = fourier_terms(times_s, spec.fourier_k, spec.period_s) @ theta[1 + p :]
     drive = (seas + theta[0]).tolist() if spec.fourier_k else [float(theta[0])] * horizon
+    if spec.d == 0 and level_alpha > 0.0:
+        # In units of scale around the current level: u = (x - level0) / scale, level state 0.
+        past = ((lags[:p] - level) / scale)[::-1].tolist()
+        u = _level_recursion(phi, drive, past, level_alpha)
+        means = level + scale * u
+        psi = _level_recursion(phi, [0.0] * horizon, [0.0] * p, level_alpha, shock=1.0)
+        return means, sigma * np.sqrt(np.cumsum(psi * psi))
     # The regression's own inputs: deviations from the level (d = 0) or differences (d = 1).
     past = (lags[:p] - level if spec.d == 0 else lags[:p] - lags[1 : p + 1]) / scale
     # Normalised path: u_h = drive_h + sum_i phi_i u_{h-i}, with the observed lags before h = 0.
@@ -206,6 +239,46 @@ def forecast_path(
         psi = np.cumsum(psi)
     sd = sigma * np.sqrt(np.cumsum(psi * psi))
     return means, sd
+
+
+def _level_recursion(
+    phi: list[float], drive: list[float], history: list[float], alpha: float, shock: float = 0.0
+) -> F64:
+    """The d = 0 model with its EWMA level moving: ``y_h = L_h + drive_h + sum_i phi_i
+    (y_{h-i} - L_h)``, then ``L_{h+1} = L_h + alpha (y_h - L_h)``, from ``L_0 = 0``.
+
+    ``shock`` is added to ``y_0`` (after the level has been used): with zero drive and history
+    the outputs are the psi weights of the joint (values, level) recursion.
+    """
+    p = len(phi)
+    buf = list(history)
+    lev = 0.0
+    keep = 1.0 - sum(phi)  # L + sum_i phi_i (y_i - L) = keep * L + sum_i phi_i y_i
+    rev = slice(None, -p - 1, -1)  # the last p values, most recent first (aligned with phi)
+    for d in drive:
+        y = keep * lev + d + sum(map(operator.mul, phi, buf[rev])) + shock
+        shock = 0.0
+        buf.append(y)
+        lev += alpha * (y - lev)
+    return np.asarray(buf[len(history) :], dtype=np.float64)
+
+
+def interval_scales(spec: ForecasterSpec, horizon: int) -> tuple[F64, F64]:
+    """Multipliers of ``forecast_path``'s sd for the 80 % and 95 % intervals of steps 1..horizon.
+
+    The psi-weight sd is exact only for a known, fixed AR model with Gaussian errors; the live
+    model is re-estimated by RLS, its sigma is an EWMA and real errors have heavier tails, so the
+    trainer measures on held-back training forecasts how much wider each horizon must be (see
+    ``training.select_forecaster``). Beyond the calibrated horizons the last multiplier holds.
+    """
+    if not spec.interval_scale80:
+        ones = np.ones(horizon)
+        return ones, ones
+    idx = np.minimum(np.arange(horizon), len(spec.interval_scale80) - 1)
+    return (
+        np.asarray(spec.interval_scale80, dtype=np.float64)[idx],
+        np.asarray(spec.interval_scale95, dtype=np.float64)[idx],
+    )
 
 
 def _ar_recursion(phi: list[float], drive: list[float], history: list[float]) -> F64:

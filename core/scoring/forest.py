@@ -2,10 +2,11 @@
 
 Why: ``IsolationForest.score_samples`` costs milliseconds per call whatever the batch size
 (input validation, joblib dispatch, one Python-level call per tree), so a streaming scorer that
-calls it per reading is capped at a few hundred readings/s. The compiled form walks all trees of
-all rows at once, one numpy step per tree level. Scores equal sklearn's ``-score_samples`` to
-floating-point precision (tested in ``tests/unit/test_scoring_forest.py``); the tree layout read
-here is scikit-learn's ``tree_`` API, which is why scikit-learn is pinned in pyproject.
+calls it per reading is capped at a few hundred readings/s. The flat form is walked by compiled
+code (``kernel.forest_score_row``, which the scoring step calls per reading). Scores equal
+sklearn's ``-score_samples`` to floating-point precision (tested in
+``tests/unit/test_scoring_forest.py``); the tree layout read here is scikit-learn's ``tree_``
+API, which is why scikit-learn is pinned in pyproject.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from core.scoring.kernel import forest_scores
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -78,23 +81,20 @@ class CompiledForest:
         samples = np.asarray(tree.n_node_samples, dtype=np.float64)
         self.leaf_value[sl] = np.where(is_leaf, depth + average_path_length(samples), 0.0)
 
+    def arrays(self) -> tuple[I64, F64, I64, F64, I64]:
+        """The node arrays in the order the scoring kernel takes them."""
+        return self.feature, self.threshold, self.children, self.leaf_value, self.roots
+
+    @staticmethod
+    def empty_arrays() -> tuple[I64, F64, I64, F64, I64]:
+        """Placeholders of the same types as ``arrays()`` for an engine without a forest."""
+        i64, f64 = np.zeros(0, dtype=np.int64), np.zeros(0)
+        return i64, f64, i64, f64, i64
+
     def anomaly_score(self, x: F64) -> F64:
         """Isolation score s(x) in (0, 1) per row; > 0.5 means easier than average to isolate."""
-        # sklearn casts inputs to float32 before comparing with thresholds; do the same so a
-        # value right at a threshold takes the same branch (thresholds are float64 halfway
-        # between float32 values, so comparing in float64 after the cast is exact).
-        x32 = np.asarray(x, dtype=np.float32).astype(np.float64)
-        m, f = x32.shape
-        flat = x32.ravel()
-        # Row offsets into the flattened input, one per (row, tree).
-        base = np.repeat(np.arange(m, dtype=np.int64) * f, self.n_trees).reshape(m, self.n_trees)
-        node = np.broadcast_to(self.roots, (m, self.n_trees)).copy()
-        for _ in range(self.max_depth):
-            go_right = flat.take(base + self.feature.take(node)) > self.threshold.take(node)
-            node = self.children.take(2 * node + go_right)
-        depth_sum = self.leaf_value.take(node).sum(axis=1)
-        out: F64 = np.power(2.0, -depth_sum / self.norm)
-        return out
+        rows = np.ascontiguousarray(x, dtype=np.float64)
+        return forest_scores(rows, *self.arrays(), self.max_depth, self.norm)
 
 
 def _node_depths(left: I64, right: I64) -> F64:

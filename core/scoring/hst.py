@@ -1,4 +1,4 @@
-"""Half-space trees (Tan, Ting & Liu, 2011), vectorised across sensors.
+"""Half-space trees (Tan, Ting & Liu, 2011) with per-sensor masses.
 
 The online detector of the ensemble. The tree *structure* (random split feature and split value
 per node, inside fixed feature limits) is shared by every sensor — the features are scale-free —
@@ -6,15 +6,18 @@ while each sensor keeps its own node masses: a *reference* window used for scori
 window being filled. Every ``window`` learned readings the latest masses become the reference.
 This is the algorithm of river's ``anomaly.HalfSpaceTrees``; it is re-implemented here because
 river's per-reading ``score_one``/``learn_one`` cost tens of microseconds each in Python (see
-``benchmarks/bench_scoring.py``), while this version walks all sensors of a micro-batch with one
-numpy step per tree level. Scoring uses only the reference window, so a reading never influences
-its own score.
+``benchmarks/bench_scoring.py``), while here the walk and the score are compiled
+(``kernel.hst_paths_row`` / ``kernel.hst_mass_score``, called per reading by the scoring step;
+the methods below wrap them for whole arrays). Scoring uses only the reference window, so a
+reading never influences its own score.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+
+from core.scoring.kernel import hst_mass_score, hst_paths_row
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -36,7 +39,6 @@ class HalfSpaceForest:
             lo = np.full(n_features, -limit)
             hi = np.full(n_features, limit)
             self._grow(rng, t, 0, lo, hi)
-        # Mass below which a node is too sparse to descend further (Tan et al.: 0.1 * window).
         self.tree_idx = np.arange(n_trees)[None, :]
 
     def _grow(self, rng: np.random.Generator, t: int, node: int, lo: F64, hi: F64) -> None:
@@ -55,20 +57,11 @@ class HalfSpaceForest:
 
     def paths(self, x: F64) -> I64:
         """``(height + 1, m, trees)`` node ids visited by each row in each tree, root first."""
-        m, f = x.shape
-        out = np.zeros((self.height + 1, m, self.n_trees), dtype=np.int64)
-        node = np.zeros((m, self.n_trees), dtype=np.int64)
-        flat_x = x.ravel()
-        row_off = np.repeat(np.arange(m, dtype=np.int64) * f, self.n_trees).reshape(m, -1)
-        tree_off = self.tree_idx * self.n_internal
-        feat = self.split_feat.ravel()
-        val = self.split_val.ravel()
-        for level in range(self.height):
-            k = tree_off + node
-            go_left = flat_x.take(row_off + feat.take(k)) < val.take(k)
-            node = 2 * node + 2 - go_left
-            out[level + 1] = node
-        return out
+        rows = np.ascontiguousarray(x, dtype=np.float64)
+        out = np.zeros((rows.shape[0], self.n_trees, self.height + 1), dtype=np.int64)
+        for i in range(rows.shape[0]):
+            hst_paths_row(rows[i], self.split_feat, self.split_val, out[i])
+        return out.transpose(2, 0, 1)
 
     def flat_index(self, slots: I64, paths: I64) -> I64:
         """Indices into a ``(sensors, trees, nodes)`` mass array raveled, for each path node."""
@@ -77,21 +70,11 @@ class HalfSpaceForest:
         return out
 
     def score(self, ref: F32, flat: I64, window: int) -> F64:
-        """Raw anomaly score per row: ``-log(1 + mean over trees of r * 2^k)`` (Tan et al.'s mass
-        score, log-compressed so its per-sensor distribution is closer to Gaussian for
-        calibration). ``ref`` is the whole reference-mass array, ``flat`` from ``flat_index``."""
-        limit = 0.1 * window
-        r = ref.ravel().take(flat).astype(np.float64)  # (height + 1, m, trees)
-        # The terminal node is the first on the path whose mass is at most ``limit``, else the
-        # leaf: find its level with argmax over "mass small enough" (leaf level forced true).
-        small = r <= limit
-        small[-1] = True
-        stop = small.argmax(axis=0)
-        m, t = stop.shape
-        mass = r[stop, np.arange(m)[:, None], np.arange(t)[None, :]]
-        weight = np.power(2.0, stop.astype(np.float64))
-        raw: F64 = -np.log1p((mass * weight).mean(axis=1))
-        return raw
+        """Raw anomaly score per row (see ``kernel.hst_mass_score``): ``-log(1 + mean over
+        trees of r * 2^k)``. ``ref`` is the whole reference-mass array, ``flat`` from
+        ``flat_index``; nodes with mass at most ``0.1 * window`` end the descent."""
+        masses = ref.ravel().take(flat).astype(np.float64).transpose(1, 2, 0)  # (m, trees, h+1)
+        return np.array([hst_mass_score(np.ascontiguousarray(r), 0.1 * window) for r in masses])
 
     def learn(self, latest: F32, flat: I64) -> None:
         """Add one to the latest-window mass of every node on each row's path (rows learned).

@@ -31,7 +31,7 @@ from core.scoring.engine import (
     IfCalibration,
     StepResult,
 )
-from core.scoring.forecaster import ForecasterSpec, as_spec, forecast_path
+from core.scoring.forecaster import ForecasterSpec, as_spec, forecast_path, interval_scales
 from core.scoring.forest import CompiledForest
 from core.scoring.results import DETECTOR_NAMES, ForecastPoint, Score
 from core.wire import Reading
@@ -209,10 +209,22 @@ class Scorer:
         floor = max(0.5 * quant, 1e-9 * abs(st[LEVEL]) + 1e-12)
         scale = max(float(np.sqrt(st[SCALE2])), floor)
         sigma = max(float(st[SIG]), floor)
+        # The level moves as the engine would move it over the next readings (see forecast_path).
+        level_alpha = max(self.config.level_alpha, 1.0 / (float(st[NL]) + 1.0))
         mean, sd = forecast_path(
-            eng.spec, eng.theta[slot], eng.lags[slot], float(st[LEVEL]), scale, sigma, times
+            eng.spec,
+            eng.theta[slot],
+            eng.lags[slot],
+            float(st[LEVEL]),
+            scale,
+            sigma,
+            times,
+            level_alpha,
         )
-        z80, z95 = self.config.band_z80, self.config.band_z95
+        # Half-widths: the psi-weight sd times the per-horizon calibration the trainer measured.
+        m80, m95 = interval_scales(eng.spec, horizon)
+        w80 = self.config.band_z80 * m80 * sd
+        w95 = self.config.band_z95 * m95 * sd
         epoch = datetime(1970, 1, 1, tzinfo=UTC)
         # Whole-array arithmetic, then plain floats: this is on the API's request path.
         return [
@@ -220,10 +232,10 @@ class Scorer:
             for ti, *vals in zip(
                 times.tolist(),
                 mean.tolist(),
-                (mean - z80 * sd).tolist(),
-                (mean + z80 * sd).tolist(),
-                (mean - z95 * sd).tolist(),
-                (mean + z95 * sd).tolist(),
+                (mean - w80).tolist(),
+                (mean + w80).tolist(),
+                (mean - w95).tolist(),
+                (mean + w95).tolist(),
                 strict=True,
             )
         ]

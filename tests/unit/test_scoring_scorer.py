@@ -62,12 +62,15 @@ def test_scale_and_offset_do_not_change_verdicts() -> None:
 
 
 def test_persistent_level_shift_alerts_then_becomes_normal() -> None:
-    sc = scorer()
     t, x = ar_series(1200, seed=4)
+    base = flags(scorer(), "s", t, x)
     x[700:] += 15.0
-    f = flags(sc, "s", t, x)
+    f = flags(scorer(), "s", t, x)
     assert f[700]
-    assert not f[760:].any()  # adapted within adapt_after readings (20) plus a margin
+    # Adapted within adapt_after readings (20) plus a margin: from then on the verdicts are
+    # those of the same series without the shift (whatever its own rare false alarms are).
+    assert base[760:].sum() <= 1
+    assert (f[760:] == base[760:]).all()
 
 
 def test_stuck_value_on_continuous_sensor_is_flagged() -> None:
