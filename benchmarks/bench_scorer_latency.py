@@ -13,6 +13,13 @@ PostgreSQL), against the real ``python -m scorer`` process:
 3. **Throughput**: readings/s through the service with 1,000 sensors (published as fast as the
    publisher can, one reading per message and 50 per message), and the scoring library's own
    ``score_batch`` rate in this process, which bounds it.
+4. **Preloaded throughput and receive floor**: the same readings published while the receiver is
+   stopped (SIGSTOP), so the broker holds them, then timed from SIGCONT until all are processed.
+   This takes the Python publisher out of the figure (on a small machine it is often slower than
+   the scorer). Receivers: the scorer itself, and a bare client with the scorer's MQTT settings
+   that only counts messages, through aiomqtt's message iterator and through the tap the scorer
+   uses (``scorer.mqtt.tap_messages`` + ``buffer_reads``): the most any aiomqtt/paho consumer
+   gets through in one Python process here.
 
     .venv/bin/python benchmarks/bench_scorer_latency.py --quick   # a few seconds per figure
     .venv/bin/python benchmarks/bench_scorer_latency.py           # the figures of docs/perf
@@ -21,9 +28,12 @@ PostgreSQL), against the real ``python -m scorer`` process:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import platform
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -213,26 +223,135 @@ def throughput(url: str, proc: ScorerProcess, sim: Simulator, n: int, per_messag
     wait_idle(proc)
     before = proc.metric("sensorpipe_scorer_readings_scored_total")
     start = time.perf_counter()
-    infos = []
-    if per_message == 1:
-        for r in readings:
-            infos.append(pub.publish(f"sensors/{r.sensor_id}/readings", encode_reading(r), qos=1))
-    else:
-        by: dict[str, list[Reading]] = {}
-        for r in readings:
-            by.setdefault(r.sensor_id, []).append(r)
-        for sid, rs in by.items():
-            for k in range(0, len(rs), per_message):
-                infos.append(
-                    pub.publish(
-                        f"sensors/{sid}/readings", encode_readings(rs[k : k + per_message]), qos=1
-                    )
-                )
+    for topic, payload in messages(readings, per_message):
+        pub.publish(topic, payload, qos=1)
     proc.wait_metric("sensorpipe_scorer_readings_scored_total", before + len(readings), 600)
     elapsed = time.perf_counter() - start
     pub.loop_stop()
     pub.disconnect()
     return len(readings) / elapsed
+
+
+def messages(readings: list[Reading], per_message: int) -> list[tuple[str, bytes]]:
+    """``(topic, payload)`` of the readings, ``per_message`` of one sensor per message."""
+    if per_message == 1:
+        return [(f"sensors/{r.sensor_id}/readings", encode_reading(r)) for r in readings]
+    by: dict[str, list[Reading]] = {}
+    for r in readings:
+        by.setdefault(r.sensor_id, []).append(r)
+    return [
+        (f"sensors/{sid}/readings", encode_readings(rs[k : k + per_message]))
+        for sid, rs in by.items()
+        for k in range(0, len(rs), per_message)
+    ]
+
+
+def preload(url: str, pid: int, msgs: list[tuple[str, bytes]]) -> None:
+    """Publish ``msgs`` (QoS 1, all acknowledged) while process ``pid`` is stopped, so the broker
+    holds them for it; the caller starts its clock and sends SIGCONT. Bounded by the client's
+    keepalive: the broker drops a client silent for 1.5 x 30 s."""
+    pub = _client(url, f"bench-preload-{pid}", max_inflight=1000)
+    pub.loop_start()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        infos = [pub.publish(topic, payload, qos=1) for topic, payload in msgs]
+        for info in infos:
+            info.wait_for_publish(timeout=40)
+        time.sleep(0.5)  # the broker's last writes to the stopped receiver
+    except BaseException:
+        os.kill(pid, signal.SIGCONT)
+        raise
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+
+
+def throughput_preloaded(
+    url: str, proc: ScorerProcess, sim: Simulator, n: int, per_message: int
+) -> float:
+    """Readings/s of the scorer working off ``n`` readings the broker already holds."""
+    readings: list[Reading] = []
+    while len(readings) < n:
+        readings.extend(s.reading for s in sim.tick())
+    wait_idle(proc)
+    before = proc.metric("sensorpipe_scorer_readings_scored_total")
+    assert proc.proc is not None
+    preload(url, proc.proc.pid, messages(readings, per_message))
+    start = time.perf_counter()
+    proc.proc.send_signal(signal.SIGCONT)
+    proc.wait_metric("sensorpipe_scorer_readings_scored_total", before + len(readings), 600)
+    return len(readings) / (time.perf_counter() - start)
+
+
+def receive_floor(url: str, sim: Simulator, n: int, mode: str) -> float:
+    """Messages/s a bare client with the scorer's MQTT settings receives (preloaded; ``mode`` is
+    ``iterator`` for aiomqtt's ``client.messages`` or ``tap`` for the scorer's receive path)."""
+    readings: list[Reading] = []
+    while len(readings) < n:
+        readings.extend(s.reading for s in sim.tick())
+    msgs = messages(readings, 1)
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--receive", url, str(len(msgs)), mode],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    try:
+        if child.stdout.readline().strip() != "ready":
+            raise RuntimeError("receiver did not subscribe")
+        preload(url, child.pid, msgs)
+        child.send_signal(signal.SIGCONT)
+        out, _ = child.communicate(timeout=300)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    return float(out.split()[0])
+
+
+def _receive(url: str, n: int, mode: str) -> int:
+    """Child of ``receive_floor``: count ``n`` messages, print the rate from the first one."""
+    from scorer import mqtt as scorer_mqtt
+    from scorer.settings import ScorerSettings
+
+    settings = ScorerSettings(database_url="postgresql://unused", mqtt_url=url)
+    count = 0
+    first = 0.0
+    done = asyncio.Event()
+
+    def on_message(_topic: str, _payload: bytes) -> None:
+        nonlocal count, first
+        first = first or time.perf_counter()
+        count += 1
+        if count >= n:
+            done.set()
+
+    async def run() -> None:
+        client = scorer_mqtt.make_client(
+            settings,
+            client_id=f"bench-receive-{mode}",
+            component="bench-receive",
+            protocol=settings.scorer_mqtt_protocol,
+            queue_size=2 * n,
+            on_drop=lambda: None,
+        )
+        if mode == "tap":
+            scorer_mqtt.buffer_reads(client)
+            scorer_mqtt.tap_messages(client, on_message, lambda: None)
+        async with client:
+            await client.subscribe("sensors/+/readings", qos=settings.scorer_subscribe_qos)
+            print("ready", flush=True)
+            if mode == "tap":
+                await asyncio.wait_for(done.wait(), 300)
+            else:
+                async for msg in client.messages:
+                    on_message(msg.topic.value, b"")
+                    if done.is_set():
+                        break
+
+    asyncio.run(run())
+    print(f"{count / (time.perf_counter() - first):.1f}", flush=True)
+    return 0
 
 
 def library_rate(models_dir: Path, sim: Simulator, n: int) -> float:
@@ -282,7 +401,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a few seconds per figure")
     ap.add_argument("--sensors", type=int, default=1000)
+    ap.add_argument("--receive", nargs=3, metavar=("URL", "N", "MODE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.receive:  # the child process of receive_floor
+        return _receive(args.receive[0], int(args.receive[1]), args.receive[2])
     seconds = 3.0 if args.quick else 6.0
     tput_n = 10_000 if args.quick else 30_000
     warnings.simplefilter("ignore", RuntimeWarning)
@@ -310,7 +432,7 @@ def main() -> int:
             lines.append(row("two-hop MQTT floor (relay, no scoring)", f"{rate:,.0f}", lat))
 
         total_ticks = (
-            HISTORY_TICKS + int(6000 * seconds / args.sensors) + 3 * tput_n // args.sensors + 10
+            HISTORY_TICKS + int(6000 * seconds / args.sensors) + 8 * tput_n // args.sensors + 10
         )
         start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=total_ticks)
         sim = Simulator(
@@ -365,7 +487,16 @@ def main() -> int:
         for per in (1, 50):
             rate = throughput(broker.url, proc, sim, tput_n, per)
             print(f"| through the service, {per} reading(s) per MQTT message | {rate:,.0f} |")
+        for per in (1, 50):
+            rate = throughput_preloaded(broker.url, proc, sim, tput_n, per)
+            print(
+                f"| through the service, {per} reading(s) per MQTT message, preloaded "
+                f"| {rate:,.0f} |"
+            )
         proc.stop()
+        for mode, name in (("iterator", "aiomqtt's message iterator"), ("tap", "the scorer's tap")):
+            rate = receive_floor(broker.url, sim, tput_n, mode)
+            print(f"| receive only ({name}), 1 reading per message, preloaded | {rate:,.0f} |")
         # The same over MQTT 5 (paho builds a Properties object for every PUBLISH received).
         v5 = ScorerProcess(
             db_url=db,

@@ -21,6 +21,7 @@ class ScorerMetrics:
         self.skipped = Counter(
             p + "skipped",
             "Readings not scored: queue_full (dropped at the MQTT queue), "
+            "caught_up (a live copy of a reading the catch-up already scored), "
             "stale (not newer than the sensor's last scored reading).",
             ["reason"],
             registry=registry,
@@ -85,6 +86,18 @@ class ScorerMetrics:
             registry=registry,
         )
         self.sensors = Gauge(p + "sensors", "Sensors with scoring state.", registry=registry)
+        self.catchups = Counter(
+            p + "catchups",
+            "Catch-ups after a (re)connect by result: ok, truncated (the max-readings bound was "
+            "hit, older readings left out), failed (database error; live scoring goes on).",
+            ["result"],
+            registry=registry,
+        )
+        self.catchup_readings = Counter(
+            p + "catchup_readings",
+            "Readings read back from the database by catch-ups (scored unless already scored).",
+            registry=registry,
+        )
         self.warm_start_readings = Gauge(
             p + "warm_start_readings", "Readings loaded by the last warm start.", registry=registry
         )

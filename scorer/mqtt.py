@@ -9,6 +9,18 @@ pool and awaits PUBACK for each alert it publishes, which is aiomqtt's shape.
 aiomqtt's incoming queue discards messages when full and only logs it; ``counting_queue`` makes
 that drop visible as a metric (and silences the per-message log line, which would flood the log
 exactly when the process is overloaded).
+
+Two measured shortcuts on the receive path (docs/perf/scorer.md), both on the one paho client
+aiomqtt wraps and both confined to this module:
+
+* ``tap_messages``: readings go from paho's parser straight to the scorer's callback on the event
+  loop thread. aiomqtt's own path builds a second message object, queues it, and wakes the
+  iterating task through a new task and ``asyncio.wait`` per message; that was about a third of
+  the event loop's time per reading.
+* ``BufferedSocket``: paho reads each packet with two to four ``recv`` calls (one byte of
+  command, the length one byte at a time, then the body). One large ``recv`` serves them all from
+  memory; its ``pending()`` makes aiomqtt's reader keep parsing until the buffer is empty (the
+  hook aiomqtt has for TLS sockets, which buffer the same way).
 """
 
 from __future__ import annotations
@@ -20,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiomqtt
+import paho.mqtt.client as paho
 
 from core.settings import Settings
 from core.topics import status_topic
@@ -36,6 +49,8 @@ def component_name(shard: tuple[int, int]) -> str:
 
 ONLINE = b"online"
 OFFLINE = b"offline"
+# One recv per socket wake-up: about 600 single-reading PUBLISH packets.
+READ_SIZE = 64 * 1024
 
 
 def counting_queue(on_drop: Callable[[], None]) -> type[asyncio.Queue[aiomqtt.Message]]:
@@ -99,3 +114,75 @@ def make_client(
         # Without TCP_NODELAY an alert (a small packet) can sit in Nagle's buffer for ~40 ms.
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
     )
+
+
+class BufferedSocket:
+    """A socket whose small reads are served from one large ``recv`` (see the module docstring).
+
+    Only ``recv`` and ``pending`` differ from the wrapped socket; everything else is delegated.
+    A short read is still a valid ``recv`` result, so paho's partial-packet handling is unchanged.
+    """
+
+    def __init__(self, sock: Any) -> None:  # a socket or an SSL socket
+        self._sock = sock
+        self._buf = b""
+        self._pos = 0
+
+    def recv(self, bufsize: int) -> bytes:
+        buf, pos = self._buf, self._pos
+        if pos >= len(buf):
+            # May raise BlockingIOError / SSLWantReadError: paho handles both, as before.
+            data: bytes = self._sock.recv(max(bufsize, READ_SIZE))
+            if len(data) <= bufsize:  # also b"" (connection closed)
+                return data
+            self._buf, self._pos = data, bufsize
+            return data[:bufsize]
+        end = min(pos + bufsize, len(buf))
+        self._pos = end
+        return buf[pos:end]
+
+    def pending(self) -> int:
+        """Bytes readable without the socket becoming readable again (buffer + TLS layer)."""
+        inner = self._sock.pending() if hasattr(self._sock, "pending") else 0
+        return len(self._buf) - self._pos + int(inner)
+
+    def __getattr__(self, name: str) -> Any:  # delegation
+        return getattr(self._sock, name)
+
+
+def buffer_reads(client: aiomqtt.Client) -> None:
+    """Make every connection of ``client`` read through a ``BufferedSocket``."""
+    # Private attributes: aiomqtt and paho expose no hook for this (paho-mqtt is pinned < 3).
+    inner: paho.Client = client._client
+    create = inner._create_socket
+
+    def create_buffered() -> Any:  # paho's SocketLike
+        return BufferedSocket(create())
+
+    # An instance attribute shadows the method: paho calls self._create_socket() on connect.
+    setattr(inner, "_create_socket", create_buffered)  # noqa: B010
+
+
+def tap_messages(
+    client: aiomqtt.Client,
+    on_message: Callable[[str, bytes], None],
+    on_bad_topic: Callable[[], None],
+) -> None:
+    """Deliver each received PUBLISH as ``on_message(topic, payload)`` on the event loop thread
+    (paho parses in aiomqtt's socket reader), instead of through ``client.messages``.
+
+    ``on_message`` must not raise: paho re-raises a callback's exception, and aiomqtt would take
+    it for a broken connection. A topic that is not UTF-8 is counted by ``on_bad_topic``.
+    """
+    inner: paho.Client = client._client  # private: see the module docstring
+
+    def deliver(_client: paho.Client, _userdata: object, msg: paho.MQTTMessage) -> None:
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            on_bad_topic()
+            return
+        payload = msg.payload
+        on_message(topic, payload if isinstance(payload, bytes) else bytes(payload))
+
+    inner.on_message = deliver

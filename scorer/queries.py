@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-# Every registered sensor with its registered interval; the shard filter runs in Python because
-# the shard function (CRC-32) is defined there, and the registry is small.
+# Every registered sensor with its registered interval and when it was last active (the
+# ingestor's last_seen_at, else its newest stored reading: one backward step on the primary key,
+# evaluated only when last_seen_at is NULL). The shard filter runs in Python because the shard
+# function (CRC-32) is defined there, and the registry is small.
 SENSORS = """
-SELECT sensor_id, expected_interval_s FROM sensors
+SELECT s.sensor_id, s.expected_interval_s,
+       COALESCE(s.last_seen_at,
+                (SELECT max(r.time) FROM sensor_readings AS r WHERE r.sensor_id = s.sensor_id))
+FROM sensors AS s
 """
 
 # The last readings of each of the given sensors, newest :limit within the window, oldest first.
@@ -21,6 +26,20 @@ CROSS JOIN LATERAL (
     LIMIT %(limit)s
 ) AS r
 ORDER BY s.sensor_id, r.time
+"""
+
+# Catch-up after a reconnect: the readings of the given sensors stored after each one's own mark
+# (its last scored reading, or the window's start), the newest :limit of them, oldest first.
+CATCH_UP_READINGS = """
+SELECT sensor_id, time, value, received_at
+FROM (
+    SELECT r.sensor_id, r.time, r.value, r.received_at
+    FROM unnest(%(sensor_ids)s::text[], %(since)s::timestamptz[]) AS s (sensor_id, since)
+    JOIN sensor_readings AS r ON r.sensor_id = s.sensor_id AND r.time > s.since
+    ORDER BY r.time DESC
+    LIMIT %(limit)s
+) AS newest
+ORDER BY time, sensor_id
 """
 
 OPEN_ALERTS = """

@@ -46,6 +46,19 @@ class ScorerSettings(Settings):
     scorer_warm_start_window_s: float = Field(6 * 3600.0, ge=0.0)
     scorer_warm_start_max_readings: int = Field(500, ge=0, le=100_000)
     scorer_drain_timeout_s: float = Field(10.0, ge=0.0)
+    # Catch-up after every (re)connect: the scorer's clean session loses what is published while
+    # it is disconnected, but the ingestor stores it. At most this many readings, no older than
+    # the window, are read back and scored before live scoring resumes (the newest ones when the
+    # bound is hit; counted in sensorpipe_scorer_catchup_truncated_total).
+    scorer_catchup_window_s: float = Field(3600.0, ge=0.0)
+    scorer_catchup_max_readings: int = Field(100_000, ge=0, le=10_000_000)
+    # How long after subscribing the catch-up query waits: readings published just before the
+    # subscription reach the scorer only through the database, once the ingestor has committed
+    # them (its batches flush every INGEST_BATCH_MAX_AGE_MS, 50 ms by default).
+    scorer_catchup_settle_s: float = Field(0.5, ge=0.0, le=60.0)
+    # Deadman alerts for registered sensors silent since before the warm-start window: a sensor
+    # silent for longer than this is taken as decommissioned and never alerted on.
+    scorer_deadman_max_silence_s: float = Field(7 * 86400.0, ge=0.0)
     scorer_deadman_check_s: float = Field(1.0, gt=0.0)
     scorer_alert_queue_size: int = Field(10_000, ge=1)
     # How often the figures of a shadow candidate (if any) are written to the registry.

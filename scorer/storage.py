@@ -6,7 +6,9 @@ psycopg errors become ``StorageError`` here and nowhere above.
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from core.errors import StorageError
 from core.scoring.alerts import Kind, OpenAlert
 from core.topics import shard_of
-from core.wire import AnomalyEvent, Severity
+from core.wire import AnomalyEvent, Reading, Severity
 from scorer import queries
 
 log = logging.getLogger(__name__)
@@ -33,11 +35,22 @@ class WarmStart:
     histories: dict[str, list[tuple[datetime, float]]] = field(default_factory=dict)
     last_received: dict[str, datetime] = field(default_factory=dict)
     intervals_s: dict[str, float] = field(default_factory=dict)
+    # Every registered sensor of the shard with its last activity, however old (deadman).
+    last_active: dict[str, datetime] = field(default_factory=dict)
     open_alerts: list[OpenAlert] = field(default_factory=list)
 
     @property
     def readings(self) -> int:
         return sum(len(h) for h in self.histories.values())
+
+
+@dataclass(slots=True)
+class CatchUp:
+    """Stored readings the scorer missed while disconnected, in time order."""
+
+    readings: list[Reading] = field(default_factory=list)
+    received: list[float] = field(default_factory=list)  # received_at, epoch seconds
+    truncated: bool = False  # the max-readings bound was hit (older readings left out)
 
 
 def in_shard(sensor_id: str, shard: tuple[int, int]) -> bool:
@@ -57,13 +70,7 @@ async def load_warm_start(
     ws = WarmStart()
     try:
         async with pool.connection() as conn:
-            cur = await conn.execute(queries.SENSORS)
-            ids: list[str] = []
-            for sid, interval in await cur.fetchall():
-                if in_shard(sid, shard):
-                    ids.append(sid)
-                    if interval is not None:
-                        ws.intervals_s[sid] = float(interval)
+            ids = await _load_registry(conn, ws, shard)
             if ids and max_readings > 0:
                 await _load_histories(
                     conn, ws, ids, now - timedelta(seconds=window_s), max_readings
@@ -85,6 +92,60 @@ async def load_warm_start(
     except psycopg.Error as exc:
         raise StorageError(f"warm start failed: {exc}") from exc
     return ws
+
+
+async def _load_registry(
+    conn: psycopg.AsyncConnection[Any], ws: WarmStart, shard: tuple[int, int]
+) -> list[str]:
+    """The shard's registered sensors, with their intervals and last activity, into ``ws``."""
+    cur = await conn.execute(queries.SENSORS)
+    ids: list[str] = []
+    for sid, interval, last_active in await cur.fetchall():
+        if in_shard(sid, shard):
+            ids.append(sid)
+            if interval is not None:
+                ws.intervals_s[sid] = float(interval)
+            if last_active is not None:
+                ws.last_active[sid] = last_active
+    return ids
+
+
+async def load_catch_up(
+    pool: AsyncConnectionPool,
+    *,
+    shard: tuple[int, int],
+    marks: Mapping[str, datetime],
+    floor: datetime,
+    max_readings: int,
+) -> CatchUp:
+    """Stored readings of the shard newer than each sensor's mark (never older than ``floor``).
+
+    ``marks`` holds the last scored reading time per sensor; sensors without one (or with an
+    older one) start at ``floor``. At most ``max_readings``, the newest ones, oldest first.
+    """
+    out = CatchUp()
+    if max_readings <= 0:
+        return out
+    try:
+        # Live readings queue while this runs: a database that is down costs a short wait and a
+        # skipped catch-up, not the pool's 30 s default.
+        async with pool.connection(timeout=STORE_CONNECT_TIMEOUT_S) as conn:
+            ids = await _load_registry(conn, WarmStart(), shard)
+            # Also sensors scored live but not (yet) registered: the ingestor may be behind.
+            ids = sorted(set(ids).union(s for s in marks if in_shard(s, shard)))
+            since = [max(marks.get(sid, floor), floor) for sid in ids]
+            cur = await conn.execute(
+                queries.CATCH_UP_READINGS,
+                {"sensor_ids": ids, "since": since, "limit": max_readings},
+            )
+            for sid, t, value, received_at in await cur.fetchall():
+                if math.isfinite(value):  # the wire format never lets NaN in; a manual row might
+                    out.readings.append(Reading(sensor_id=sid, time=t, value=float(value)))
+                    out.received.append(received_at.timestamp())
+    except psycopg.Error as exc:
+        raise StorageError(f"catch-up read failed: {exc}") from exc
+    out.truncated = len(out.readings) >= max_readings
+    return out
 
 
 async def _load_histories(

@@ -1,17 +1,21 @@
 """The streaming scorer service: MQTT readings in, alerts out, one process per shard.
 
 Lifecycle (after arq's worker): load models (refuse to start without them) → warm start from the
-database (recent readings per sensor, open incidents) → subscribe → run three tasks in a
-TaskGroup → on SIGTERM stop intake, drain with a deadline, publish ``offline``, exit 0.
+database (recent readings per sensor, open incidents, the registry for deadman) → subscribe → run
+three tasks in a TaskGroup → on SIGTERM stop intake, drain with a deadline, publish ``offline``,
+exit 0.
 
 Tasks and the queues between them, all bounded:
 
-* **session**: the MQTT connection with a reconnect loop; its reader drops readings of other shards
-  (a cached topic lookup) and hands the rest, with their arrival time, to the score queue.
-* **score**: takes what is waiting (up to ``scorer_batch_size``, lingering at most
-  ``scorer_batch_max_age_ms``), and in ONE worker thread call decodes, scores the micro-batch
-  across sensors and runs the alert state machine. That thread call is the only place the
-  per-sensor state is touched, so it needs no lock. Deadman checks run there too, between batches.
+* **session**: the MQTT connection with a reconnect loop. Readings are tapped as paho parses them
+  (``_on_message``, on the event loop): other shards' are dropped (a cached topic lookup), the
+  rest go with their arrival time to the score queue. Every connect asks for a catch-up.
+* **score**: first any due catch-up (``_catch_up``: what was stored while disconnected, read back
+  and scored like live readings), then takes what is waiting (up to ``scorer_batch_size``,
+  lingering at most ``scorer_batch_max_age_ms``), and in ONE worker thread call decodes, scores
+  the micro-batch across sensors and runs the alert state machine. Thread calls never overlap and
+  are the only place the per-sensor state is touched, so it needs no lock. Deadman checks run
+  there too, between batches.
 * **sink**: every alert event is upserted into ``anomaly_events`` first and then published on
   ``alerts/<sensor_id>`` (QoS 1, not retained), strictly in order; failures are retried.
 """
@@ -25,7 +29,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import aiomqtt
 from prometheus_client import CollectorRegistry
@@ -49,7 +53,14 @@ from scorer import mqtt as scorer_mqtt
 from scorer.metrics import ScorerMetrics
 from scorer.models import ModelSet, load_models
 from scorer.settings import ScorerSettings
-from scorer.storage import WarmStart, in_shard, load_warm_start, store_events
+from scorer.storage import (
+    CatchUp,
+    WarmStart,
+    in_shard,
+    load_catch_up,
+    load_warm_start,
+    store_events,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +68,7 @@ log = logging.getLogger(__name__)
 Inbound = tuple[float, TopicKind, str, bytes]
 Outbound = tuple[AnomalyEvent, float | None]  # (event, arrival time of the reading behind it)
 _DONE = None
+_UNROUTED = (TopicKind.READINGS, "")  # a cache miss (no sensor id is empty)
 _BACKOFF_MAX_S = 10.0
 
 
@@ -68,6 +80,7 @@ class BatchResult:
     events: list[Outbound] = field(default_factory=list)
     rejected: dict[str, int] = field(default_factory=dict)
     stale: int = 0
+    caught_up: int = 0
 
 
 class ScorerWorker:
@@ -83,6 +96,10 @@ class ScorerWorker:
         self._pending_models: ModelSet | None = None
         self._intervals_s: dict[str, float] = {}
         self._last_time: dict[str, datetime] = {}
+        # (sensor, time) of the readings the last catch-up scored: their live copies are
+        # duplicates, told apart from genuinely late readings in the skip metric.
+        self._caught_up: set[tuple[str, datetime]] = set()
+        self._catchup_due = asyncio.Event()
         self._topic_cache: dict[str, tuple[TopicKind, str] | None] = {}
         self._score_q: asyncio.Queue[Inbound] = asyncio.Queue(settings.scorer_queue_size)
         self._sink_q: asyncio.Queue[Outbound | None] = asyncio.Queue(
@@ -105,6 +122,11 @@ class ScorerWorker:
             protocol=settings.scorer_mqtt_protocol,
             queue_size=settings.scorer_mqtt_queue_size,
             on_drop=self.metrics.skipped.labels("queue_full").inc,
+        )
+        # The receive shortcuts of scorer/mqtt.py: readings arrive through _on_message.
+        scorer_mqtt.buffer_reads(self._client)
+        scorer_mqtt.tap_messages(
+            self._client, self._on_message, self.metrics.rejected.labels("unknown_topic").inc
         )
         self.metrics.queue_depth.labels("score").set_function(self._score_q.qsize)
         self.metrics.queue_depth.labels("mqtt").set_function(lambda: len(self._client.messages))
@@ -139,7 +161,7 @@ class ScorerWorker:
             await self._warm_start(pool, self.models, restore=True)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._session())
-                tg.create_task(self._score_loop())
+                tg.create_task(self._score_loop(pool))
                 tg.create_task(self._sink(pool))
         finally:
             server.stop()
@@ -220,11 +242,20 @@ class ScorerWorker:
             # a sensor that reported while this process was down must get a full interval to
             # show up on the live stream before it is declared dead.
             started = datetime.now(UTC)
-            for sid in ws.last_received:
+            for sid in self._deadman_watch(ws, started):
                 self.alerts.mark_seen(sid, started)
             for alert in ws.open_alerts:
                 self.alerts.restore(alert)
             self.metrics.open_alerts.set(len(self.alerts.open_incidents()))
+
+    def _deadman_watch(self, ws: WarmStart, now: datetime) -> set[str]:
+        """Sensors whose silence the deadman watches from the start: those seen in the warm window
+        and every registered sensor of the shard last active within
+        ``scorer_deadman_max_silence_s`` (older silence means decommissioned, not dead)."""
+        horizon = now - timedelta(seconds=self.settings.scorer_deadman_max_silence_s)
+        watch = set(ws.last_received)
+        watch.update(sid for sid, t in ws.last_active.items() if t >= horizon)
+        return watch
 
     async def _reload(self) -> None:
         """SIGHUP: load the active models and warm a fresh scorer; swap it in between batches."""
@@ -286,13 +317,16 @@ class ScorerWorker:
         # "online" only once subscribed: whoever waits for it may publish right away.
         await client.publish(topic, scorer_mqtt.ONLINE, qos=1, retain=True)
         self._connected.set()
+        # Readings published while we were away are only in the database: read them back before
+        # scoring live again (the score loop does it; live readings queue meanwhile).
+        self._catchup_due.set()
         log.info("subscribed as %s (shard %d/%d)", self.settings.client_id, *self.shard)
-        reader = asyncio.create_task(self._read(client))
+        reader = asyncio.create_task(self._watch(client))
         stopping = asyncio.create_task(self._stopping.wait())
         await asyncio.wait([reader, stopping], return_when=asyncio.FIRST_COMPLETED)
         if not stopping.done():
             stopping.cancel()
-            reader.result()  # the reader only ends by raising (a lost connection)
+            reader.result()  # the watcher only ends by raising (a lost connection)
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader
@@ -306,23 +340,29 @@ class ScorerWorker:
             await client.publish(topic, scorer_mqtt.OFFLINE, qos=1, retain=True, timeout=2)
         self._connected.clear()
 
-    async def _read(self, client: aiomqtt.Client) -> None:
+    @staticmethod
+    async def _watch(client: aiomqtt.Client) -> None:
+        """Raise when the connection is lost: readings never reach ``client.messages`` (they
+        are tapped in ``_on_message``), but its iterator still fails on a disconnect."""
+        async for _ in client.messages:
+            pass
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        """One PUBLISH, on the event loop thread as paho parses it: route it and queue it for
+        scoring. Must not raise (see ``scorer.mqtt.tap_messages``)."""
         cache = self._topic_cache
-        async for msg in client.messages:
-            name = msg.topic.value
-            if name in cache:
-                target = cache[name]
-            else:
-                target = self._route(name)
-                if len(cache) < 1_000_000:  # bounded: topics come from outside
-                    cache[name] = target
-            if target is None or not isinstance(msg.payload, bytes):
-                continue
-            item = (time.time(), target[0], target[1], msg.payload)
-            try:
-                self._score_q.put_nowait(item)
-            except asyncio.QueueFull:  # backpressure: stop reading until scoring catches up
-                await self._score_q.put(item)
+        target = cache.get(topic, _UNROUTED)
+        if target is _UNROUTED:
+            target = self._route(topic)
+            if len(cache) < 1_000_000:  # bounded: topics come from outside
+                cache[topic] = target
+        if target is None or self._stopping.is_set():  # other shard, or intake stopped
+            return
+        kind, sid = target
+        try:
+            self._score_q.put_nowait((time.time(), kind, sid, payload))
+        except asyncio.QueueFull:  # bounded: scoring is behind; the ingestor still stores it
+            self.metrics.skipped.labels("queue_full").inc()
 
     def _route(self, topic: str) -> tuple[TopicKind, str] | None:
         """``(kind, sensor_id)`` for a readings topic of this shard, else None (ignored)."""
@@ -342,17 +382,16 @@ class ScorerWorker:
 
     # ------------------------------------------------------------------ scoring
 
-    async def _score_loop(self) -> None:
+    async def _score_loop(self, pool: AsyncConnectionPool) -> None:
         try:
             next_deadman = time.monotonic() + self.settings.scorer_deadman_check_s
             next_shadow = time.monotonic() + self.settings.scorer_shadow_stats_s
             while True:
+                if self._catchup_due.is_set() and not self._stopping.is_set():
+                    self._catchup_due.clear()
+                    await self._catch_up(pool)
                 batch = await self._next_batch(next_deadman)
-                if self._pending_models is not None:
-                    if self.models is not None:
-                        await self._record_shadow(self.models)
-                    self.models, self._pending_models = self._pending_models, None
-                    self._show_models(self.models)
+                await self._swap_models()
                 if time.monotonic() >= next_shadow and self.models is not None:
                     next_shadow = time.monotonic() + self.settings.scorer_shadow_stats_s
                     await self._record_shadow(self.models)
@@ -362,15 +401,26 @@ class ScorerWorker:
                 if batch or check:
                     t0 = time.perf_counter()
                     result = await asyncio.to_thread(self._process, batch, check)
-                    self._account(result, len(batch), time.perf_counter() - t0)
-                    for item in result.events:
-                        await self._sink_q.put(item)
+                    await self._hand_over(result, len(batch), time.perf_counter() - t0)
                 if self._drained() or self._remaining_s() <= 0:
                     return
         finally:
             if self.models is not None:
                 await self._record_shadow(self.models)
             await self._sink_q.put(_DONE)
+
+    async def _swap_models(self) -> None:
+        """Between batches: put models loaded by a SIGHUP reload in service."""
+        if self._pending_models is not None:
+            if self.models is not None:
+                await self._record_shadow(self.models)
+            self.models, self._pending_models = self._pending_models, None
+            self._show_models(self.models)
+
+    async def _hand_over(self, result: BatchResult, size: int, elapsed_s: float) -> None:
+        self._account(result, size, elapsed_s)
+        for item in result.events:
+            await self._sink_q.put(item)
 
     def _drained(self) -> bool:
         return self._intake_closed.is_set() and self._score_q.empty()
@@ -383,8 +433,12 @@ class ScorerWorker:
             wait_s = max(0.0, next_deadman - time.monotonic())
             getter = asyncio.ensure_future(q.get())
             stop = asyncio.ensure_future(self._intake_closed.wait())
-            await asyncio.wait([getter, stop], timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+            catchup = asyncio.ensure_future(self._catchup_due.wait())
+            await asyncio.wait(
+                [getter, stop, catchup], timeout=wait_s, return_when=asyncio.FIRST_COMPLETED
+            )
             stop.cancel()
+            catchup.cancel()
             if not getter.done():
                 getter.cancel()
                 return []
@@ -408,33 +462,116 @@ class ScorerWorker:
             # the put that completes it, and a reading must never be lost in the seam.
             await asyncio.sleep(left)
 
+    # ------------------------------------------------------------------ catch-up
+
+    async def _catch_up(self, pool: AsyncConnectionPool) -> None:
+        """Score what was stored while the connection was down, then let live scoring resume.
+
+        The rule that keeps every reading scored once: per sensor, a reading is scored only when
+        it is newer than that sensor's last scored reading. The catch-up reads exactly those from
+        the database (oldest first, through the same path as live readings, alerts included); the
+        live copies of them that queued meanwhile are then not newer and are skipped (counted as
+        ``caught_up``). A sensor the catch-up did not cover keeps its old mark, so its live
+        readings are scored however late they are. Only a reading older than what its sensor
+        already had scored is skipped as ``stale``: the forecaster's state has moved past it.
+        """
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), self.settings.scorer_catchup_settle_s)
+        if self._stopping.is_set():
+            return
+        t0 = time.monotonic()
+        floor = datetime.now(UTC) - timedelta(seconds=self.settings.scorer_catchup_window_s)
+        try:
+            # No thread call runs now (this loop owns them), so the marks can be read here.
+            found = await load_catch_up(
+                pool,
+                shard=self.shard,
+                marks=dict(self._last_time),
+                floor=floor,
+                max_readings=self.settings.scorer_catchup_max_readings,
+            )
+        except StorageError as exc:
+            self.metrics.catchups.labels("failed").inc()
+            log.warning("catch-up skipped, scoring live only: %s", exc)
+            return
+        self.metrics.catchups.labels("truncated" if found.truncated else "ok").inc()
+        self.metrics.catchup_readings.inc(len(found.readings))
+        self._caught_up = set()
+        scored = await self._score_stored(found)
+        log.info(
+            "catch-up: %d stored readings read, %d scored in %.2fs%s",
+            len(found.readings),
+            scored,
+            time.monotonic() - t0,
+            " (bound hit: older readings left out)" if found.truncated else "",
+        )
+
+    async def _score_stored(self, found: CatchUp) -> int:
+        size = self.settings.scorer_batch_size
+        scored = 0
+        for k in range(0, len(found.readings), size):
+            chunk = found.readings[k : k + size]
+            t0 = time.perf_counter()
+            result = await asyncio.to_thread(
+                self._process_stored, chunk, found.received[k : k + size]
+            )
+            scored += result.scored
+            await self._hand_over(result, len(chunk), time.perf_counter() - t0)
+        return scored
+
+    def _process_stored(self, readings: list[Reading], received: list[float]) -> BatchResult:
+        """Score readings read back from the database (a worker thread, like ``_process``)."""
+        result = BatchResult()
+        fresh, arrivals = self._causal(list(zip(readings, received, strict=True)), result)
+        self._caught_up.update((r.sensor_id, r.time) for r in fresh)
+        # No arrival time for the alerts: their latency is the outage's, not the service's.
+        self._score(fresh, arrivals, datetime.now(UTC), result, live=False)
+        return result
+
+    # ------------------------------------------------------------------ one micro-batch
+
     def _process(self, batch: list[Inbound], check_silence: bool) -> BatchResult:
         """Decode, score and alert one micro-batch (runs in a worker thread, one at a time)."""
-        models = self._active()
         result = BatchResult()
         now = datetime.now(UTC)
         readings, arrived = self._decode(batch, now, result)
-        version = models.version
-        if readings:
-            scores = models.scorer.score_batch(readings)
-            result.scored = len(scores)
-            for score, at in zip(scores, arrived, strict=True):
-                events = self.alerts.observe(
-                    score,
-                    model_version=version,
-                    now=now,
-                    received_at=datetime.fromtimestamp(at, UTC),
-                )
-                result.events.extend((e, at) for e in events)
-            if models.shadow is not None and models.tally is not None:
-                # Same readings, same order: the candidate's verdicts, never alerted on.
-                candidate = models.shadow.score_batch(readings)
-                models.tally.add(scores, candidate, models.shadow.model_version)
-                models.tally.active_alerts += sum(e.state == "open" for e, _ in result.events)
+        self._score(readings, arrived, now, result, live=True)
         if check_silence:
+            version = self._active().version
             for e in self.alerts.check_silence(now, self._interval_of, model_version=version):
                 result.events.append((e, None))
         return result
+
+    def _score(
+        self,
+        readings: list[Reading],
+        arrived: list[float],
+        now: datetime,
+        result: BatchResult,
+        *,
+        live: bool,
+    ) -> None:
+        if not readings:
+            return
+        models = self._active()
+        version = models.version
+        scores = models.scorer.score_batch(readings)
+        result.scored += len(scores)
+        observe = self.alerts.observe
+        for score, at in zip(scores, arrived, strict=True):
+            events = observe(
+                score,
+                model_version=version,
+                now=now,
+                received_at=datetime.fromtimestamp(at, UTC),
+            )
+            if events:
+                result.events.extend((e, at if live else None) for e in events)
+        if models.shadow is not None and models.tally is not None:
+            # Same readings, same order: the candidate's verdicts, never alerted on.
+            candidate = models.shadow.score_batch(readings)
+            models.tally.add(scores, candidate, models.shadow.model_version)
+            models.tally.active_alerts += sum(e.state == "open" for e, _ in result.events)
 
     def _decode(
         self, batch: list[Inbound], now: datetime, result: BatchResult
@@ -450,8 +587,13 @@ class ScorerWorker:
             for err in decoded.errors:
                 result.rejected[err.reason] = result.rejected.get(err.reason, 0) + 1
             pairs.extend((r, arrived) for r in decoded.readings)
-        # Causality per sensor: time order, and nothing at or before what was already scored
-        # (QoS 1 redeliveries, the overlap with the warm-start history, late backlog items).
+        return self._causal(pairs, result)
+
+    def _causal(
+        self, pairs: list[tuple[Reading, float]], result: BatchResult
+    ) -> tuple[list[Reading], list[float]]:
+        """Time order, and per sensor nothing at or before what was already scored (QoS 1
+        redeliveries, the overlap with the warm-start history or a catch-up, late backlogs)."""
         pairs.sort(key=lambda p: p[0].time)
         readings: list[Reading] = []
         arrivals: list[float] = []
@@ -459,7 +601,10 @@ class ScorerWorker:
         for r, arrived in pairs:
             prev = last.get(r.sensor_id)
             if prev is not None and r.time <= prev:
-                result.stale += 1
+                if (r.sensor_id, r.time) in self._caught_up:
+                    result.caught_up += 1
+                else:
+                    result.stale += 1
                 continue
             last[r.sensor_id] = r.time
             readings.append(r)
@@ -488,6 +633,8 @@ class ScorerWorker:
             m.rejected.labels(reason).inc(n)
         if result.stale:
             m.skipped.labels("stale").inc(result.stale)
+        if result.caught_up:
+            m.skipped.labels("caught_up").inc(result.caught_up)
         if result.events:
             m.open_alerts.set(len(self.alerts.open_incidents()))
 
@@ -551,11 +698,12 @@ class ScorerWorker:
             m.alerts_updated.labels(event.kind, event.severity).inc()
         else:
             m.alerts_resolved.labels(event.kind, event.severity).inc()
-        if event.kind == "anomaly" and event.state != "resolved":
+        # Live anomaly alerts only: a deadman alert has no reading behind it, and a caught-up
+        # one (no arrival time) measures the outage rather than the service.
+        if event.kind == "anomaly" and event.state != "resolved" and arrived is not None:
             now = time.time()
             m.alert_latency.labels("device").observe(max(0.0, now - event.timestamp.timestamp()))
-            if arrived is not None:
-                m.alert_latency.labels("received").observe(max(0.0, now - arrived))
+            m.alert_latency.labels("received").observe(max(0.0, now - arrived))
 
 
 def _bind(

@@ -199,15 +199,24 @@ class AlertMachine:
     ) -> list[AnomalyEvent]:
         """Feed one scored reading; return the events it causes (usually none)."""
         st = self._state(point.sensor_id)
+        seen = received_at or point.time
+        if st.last_seen is None or seen > st.last_seen:
+            st.last_seen = seen
+        hit = point.is_anomaly and point.warm
+        if st.anomaly is None and st.deadman is None and not hit:
+            # The common case, kept cheap: a quiet reading can open nothing. Every earlier
+            # append left fewer than open_hits hits in the window (reaching open_hits opens an
+            # incident and clears them), and a non-hit adds none.
+            st.hits.append((point.time, False))
+            return []
         events: list[AnomalyEvent] = []
-        self.mark_seen(point.sensor_id, received_at or point.time)
         if st.deadman is not None:
             events.append(
                 _resolve_event(st.deadman, point, model_version, now, score=st.deadman.last_score)
             )
             st.deadman = None
         if st.anomaly is None:
-            st.hits.append((point.time, point.is_anomaly and point.warm))
+            st.hits.append((point.time, hit))
             opened = self._maybe_open(st, point, model_version, now)
             if opened is not None:
                 events.append(opened)

@@ -1,8 +1,8 @@
 """Replay a CSV of readings through the streaming :class:`Scorer`, causally, and write scores.
 
 This is the engine of ``sensorpipe backtest`` (and what a notebook calls): rows are replayed in
-timestamp order per series — all series interleaved by time, so they share the scorer's numpy
-rounds — through exactly the code the live scorer runs, and one output row is written per input
+timestamp order per series — all series interleaved by time, as they would arrive live —
+through exactly the code the live scorer runs, and one output row is written per input
 row, in input order. Rows whose value or timestamp cannot be read are written with empty score
 columns and counted, never fatal.
 """

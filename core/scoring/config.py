@@ -74,8 +74,15 @@ class ScoringConfig:
         regime_separation: levels are told apart only when they lie more than this many
             within-level spreads (sqrt of the long-run scale) apart; a sensor whose values
             wander over their range (daily cycle, weather) never switches.
-        regime_known: readings (decayed) a sensor must have spent at a level for a return to it
-            to be normal; before that, visits alert.
+        regime_lived / regime_known: a return to a level is normal once the sensor has
+            operated there for regime_lived readings (in stays that began as normal switches,
+            or outlasted regime_lived), or keeps coming back to it (two completed episodes and
+            regime_known readings in all). So a fault recurring at the same value alerts again,
+            while a load's set points and a machine's running level are learned
+            (``kernel._regime_known``).
+        regime_frequent: a sensor that switches more often than this per reading (learned
+            rate) has shown that levels are how it works: any level with regime_known readings
+            is known for it.
         regime_min_readings: learned readings before switches are considered at all (the first
             sigma estimates are too rough to tell a jump from noise).
         regime_memory_s: time constant of the decay of each level's readings count, so a level
@@ -129,6 +136,8 @@ class ScoringConfig:
     regime_z: float = 4.0
     regime_separation: float = 6.0
     regime_known: float = 5.0
+    regime_lived: float = 100.0
+    regime_frequent: float = 0.02
     regime_min_readings: int = 5
     regime_memory_s: float = 3 * 86400.0
     regime_rate_alpha: float = 0.001

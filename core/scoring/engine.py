@@ -200,6 +200,8 @@ def _float_params(
         k.P_REGIME_MEMORY_S: cfg.regime_memory_s,
         k.P_REGIME_RATE_ALPHA: cfg.regime_rate_alpha,
         k.P_REGIME_SEP: cfg.regime_separation,
+        k.P_REGIME_LIVED: cfg.regime_lived,
+        k.P_REGIME_FREQUENT: cfg.regime_frequent,
         # A switch surprise of switch_alarm_nats counts as much as the residual's alarm z
         # (the detector takes nats through z = sqrt(2 nats), as for the repeat-run term).
         k.P_SWITCH_NATS_SCALE: 0.5 * cfg.z_alarm_residual**2 / cfg.switch_alarm_nats,

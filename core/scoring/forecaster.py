@@ -3,16 +3,17 @@ terms, whose coefficients are refined per sensor by recursive least squares (RLS
 
 Why this and not river's SNARIMAX or statsmodels' state-space ARIMA per reading:
 
-* The *order* (p, d, seasonal harmonics) is chosen offline by AIC (``training.select_forecaster``
-  fits statsmodels models on training data) and shipped as a :class:`ForecasterSpec` artifact, with
+* The *order* (p, d, seasonal harmonics) is chosen offline on training data
+  (``training.select_forecaster``: AIC within each differencing family, a rolling-origin backtest
+  between families) and shipped as a :class:`ForecasterSpec` artifact, with
   the fitted coefficients as the RLS prior. What differs between sensors (a smooth temperature vs.
   a noisy vibration) is then learned online per sensor by RLS with forgetting, which is the exact
   least-squares solution of an AR-X regression over an exponentially weighted window.
-* RLS is a handful of small matrix products, so one call updates *all* sensors of a micro-batch
-  at once (numpy over a ``(sensors, k, k)`` stack). river's SNARIMAX costs tens of microseconds
-  per ``learn_one`` in pure Python (measured in ``benchmarks/bench_scoring.py``), which alone
-  would cap throughput below the 40,000 readings/s target; refitting statsmodels per reading is
-  orders of magnitude slower still.
+* RLS is a handful of small matrix-vector products per reading, run inside the compiled scoring
+  step (``kernel.py``; the functions here are its reference, tested equal). river's SNARIMAX
+  costs tens of microseconds per ``learn_one`` in pure Python (measured in
+  ``benchmarks/bench_scoring.py``), which alone would cap throughput below the 40,000 readings/s
+  target; refitting statsmodels per reading is orders of magnitude slower still.
 * Moving-average terms are left out: with a sliding RLS an MA(q) part is well approximated by a
   few more AR lags, and AIC picks p accordingly.
 

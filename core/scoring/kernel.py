@@ -84,8 +84,12 @@ def jit(fn: _F) -> _F:
     SWITCHES,
     SW_RATE,
     HOLD,
-) = range(38)
-N_COLS = 38
+    LAST_VISIT,
+    VISIT_RUN,
+    STAY_ACCEPTED,
+    STAY_N,
+) = range(42)
+N_COLS = 42
 
 # The IF calibration prior counts as this many readings of the sensor's own.
 IF_PRIOR_N = 50.0
@@ -142,8 +146,10 @@ SQRT_PI_2 = 1.2533141373155  # E|e| = sigma * sqrt(2/pi) for Gaussian e
     P_REGIME_RATE_ALPHA,
     P_SWITCH_NATS_SCALE,
     P_REGIME_SEP,
-) = range(47)
-N_PARAMS = 47
+    P_REGIME_LIVED,
+    P_REGIME_FREQUENT,
+) = range(49)
+N_PARAMS = 49
 # Indices into the integer parameter vector.
 I_P, I_D, I_FOURIER_K, I_HAS_FOREST, I_FOREST_DEPTH, I_HST_HEIGHT = range(6)
 N_IPARAMS = 6
@@ -371,8 +377,11 @@ def _reset_cov(cov: F64, var: float) -> None:
 # switching load are learned before any verdict. After it, a new level becomes known by the
 # readings spent there (while they alert), or when a persistent shift is accepted (``_adapt``).
 
-R_MU, R_SIG, R_DABS, R_SCALE2, R_MASS, R_SPREAD2, R_LIVED = range(7)
-R_COLS = 7
+# R_LIVED: 1 once the level has been the current one (its scales are then its own);
+# R_NORMAL: readings learned there in stays that began as normal switches (or that outlasted
+# ``regime_lived`` readings); R_EPISODES: completed stays and runs of anomalous visits.
+R_MU, R_SIG, R_DABS, R_SCALE2, R_MASS, R_SPREAD2, R_LIVED, R_NORMAL, R_EPISODES = range(9)
+R_COLS = 9
 # Mass of a slot that has never held a level (negative, so "mass >= 0" means "in use").
 R_UNUSED = -1.0
 
@@ -383,16 +392,37 @@ def _regime_spread(reg: F64, j: int) -> float:
 
 
 @jit
+def _regime_known(reg: F64, j: int, frequent: bool, fp: F64) -> bool:
+    """Whether a return to level j is normal: the sensor has operated there for a long stay
+    (``regime_lived`` readings learned in stays that began normally, or outlasted that), or
+    keeps coming back to it (two completed episodes, ``regime_known`` readings in all). A
+    level seen once for a while — a level-shift incident, even one during the warm-up, or
+    accepted after ``adapt_after`` readings — is not yet a place the sensor operates at: the
+    same fault recurring alerts again, while a load's set points (visited again and again)
+    and a machine's running level (one long stay) are learned.
+
+    A sensor that switches often (``frequent``: a learned rate above ``regime_frequent`` per
+    reading, e.g. a load changing set point every few minutes) has shown that levels are its
+    normal way of working: any level with ``regime_known`` readings counts for it."""
+    if reg[j, R_NORMAL] >= fp[P_REGIME_LIVED]:
+        return True
+    enough: bool = reg[j, R_MASS] >= fp[P_REGIME_KNOWN]
+    return enough and (frequent or reg[j, R_EPISODES] >= 2.0)
+
+
+@jit
 def _regime_nearest(
-    reg: F64, cur: int, x: float, z_in: float, min_mass: float, rel: float, level: float
+    reg: F64, cur: int, x: float, z_in: float, known: int, rel: float, level: float, fp: F64
 ) -> int:
-    """The level other than ``cur`` with at least ``min_mass`` that explains ``x`` within
+    """The level other than ``cur`` (with ``known`` 1 / 2: known ones only, for a sensor that
+    switches rarely / often) that explains ``x`` within
     ``z_in`` spreads — or, with ``rel`` > 0, within ``rel`` times its distance from the current
     ``level`` — nearest in those units; -1 if none."""
     best, best_d = -1, 1.0
     for j in range(reg.shape[0]):
-        mass = reg[j, R_MASS]
-        if j == cur or mass < 0.0 or mass < min_mass:
+        if j == cur or reg[j, R_MASS] < 0.0:
+            continue
+        if known > 0 and not _regime_known(reg, j, known == 2, fp):
             continue
         tol = _max(z_in * _regime_spread(reg, j), rel * abs(reg[j, R_MU] - level))
         if tol <= 0.0:
@@ -418,6 +448,8 @@ def _regime_open(reg: F64, cur: int, x: float, st: F64) -> int:
     reg[j, R_MASS] = 0.0
     reg[j, R_SPREAD2] = 0.0
     reg[j, R_LIVED] = 0.0
+    reg[j, R_NORMAL] = 0.0
+    reg[j, R_EPISODES] = 0.0
     return j
 
 
@@ -434,12 +466,14 @@ def _regime_save(reg: F64, st: F64, z_in: float) -> None:
     reg[cur, R_SCALE2] = st[SCALE2]
     reg[cur, R_SPREAD2] = 0.0
     reg[cur, R_LIVED] = 1.0
+    reg[cur, R_EPISODES] += 1.0
     for j in range(reg.shape[0]):
         if j == cur or reg[j, R_MASS] < 0.0:
             continue
         spread = _min(_regime_spread(reg, j), _regime_spread(reg, cur))
         if abs(reg[j, R_MU] - reg[cur, R_MU]) <= z_in * spread:
-            reg[cur, R_MASS] += reg[j, R_MASS]
+            for col in (R_MASS, R_NORMAL, R_EPISODES):
+                reg[cur, col] += reg[j, col]
             reg[j, R_MASS] = R_UNUSED
 
 
@@ -465,6 +499,8 @@ def _regime_switch(st: F64, lags: F64, reg: F64, j: int, z_in: float) -> None:
     st[SCALE2] = reg[j, R_SCALE2]
     st[REGIME] = float(j)
     st[SWITCHES] += 1.0
+    st[STAY_ACCEPTED] = 0.0
+    st[STAY_N] = 0.0
 
 
 @jit
@@ -486,7 +522,10 @@ def _regime_target(st: F64, reg: F64, x: float, expected: float, sig: float, fp:
     # Before verdicts begin (as in ``_decide``) every reading is learned, so one the current
     # level cannot explain must open or join a level rather than widen this one's band.
     warm = st[NL] >= fp[P_WARMUP] and st[H_N] >= H_MIN_N
-    j = _regime_nearest(reg, cur, x, z_in, fp[P_REGIME_KNOWN] if warm else 0.0, 0.0, 0.0)
+    known = 0
+    if warm:
+        known = 2 if st[SW_RATE] >= fp[P_REGIME_FREQUENT] else 1
+    j = _regime_nearest(reg, cur, x, z_in, known, 0.0, 0.0, fp)
     # The target's own spread counts too (the smaller one): a level the sensor has lived at
     # is a clean measure of its within-level noise when the current level's scale has just
     # been inflated (by an incident, a drift).
@@ -506,7 +545,7 @@ def _regime_target(st: F64, reg: F64, x: float, expected: float, sig: float, fp:
 
 
 @jit
-def _regime_visit(reg: F64, st: F64, x: float, fp: F64) -> None:
+def _regime_visit(reg: F64, st: F64, x: float, fp: F64) -> int:
     """Count an anomalous reading towards the level it is nearest to (running mean and
     variance), opening a tentative level at ``x`` when none is near.
 
@@ -517,7 +556,7 @@ def _regime_visit(reg: F64, st: F64, x: float, fp: F64) -> None:
     taken from them (the noise of the new level, not a copy of the old one's).
     """
     cur = int(st[REGIME])
-    j = _regime_nearest(reg, cur, x, fp[P_REGIME_Z], 0.0, 0.25, st[LEVEL])
+    j = _regime_nearest(reg, cur, x, fp[P_REGIME_Z], 0, 0.25, st[LEVEL], fp)
     if j < 0:
         j = _regime_open(reg, cur, x, st)
     m = reg[j, R_MASS] + 1.0
@@ -533,6 +572,7 @@ def _regime_visit(reg: F64, st: F64, x: float, fp: F64) -> None:
         reg[j, R_SCALE2] = _max(reg[j, R_SCALE2], reg[j, R_SPREAD2])
         # E|x_t - x_{t-1}| of independent noise of sd s is 2 s / sqrt(pi).
         reg[j, R_DABS] = 1.1283791670955126 * spread
+    return j
 
 
 @jit
@@ -562,6 +602,35 @@ def _switch_surprise(st: F64, switched: bool, fp: F64) -> float:
 
 
 @jit
+def _regime_stay(reg: F64, st: F64, fp: F64) -> None:
+    """A reading learned at the current level: it counts as operating there, unless the stay
+    began by accepting an anomalous run — then only once it has lasted ``regime_lived``."""
+    cur = int(st[REGIME])
+    reg[cur, R_MASS] += 1.0
+    st[STAY_N] += 1.0
+    if st[STAY_ACCEPTED] == 0.0:
+        reg[cur, R_NORMAL] += 1.0
+    elif st[STAY_N] >= fp[P_REGIME_LIVED]:
+        reg[cur, R_NORMAL] += st[STAY_N]
+        st[STAY_ACCEPTED] = 0.0
+
+
+@jit
+def _regime_visits(reg: F64, st: F64, x: float, is_anom: bool, fp: F64) -> None:
+    """Anomalous readings count towards the level they visit; a run of three or more visits to
+    one level is one episode, counted when it ends (shorter runs are noise in an incident)."""
+    visit = _regime_visit(reg, st, x, fp) if is_anom else -1
+    last = int(st[LAST_VISIT])
+    if last >= 0 and last != visit:
+        if st[VISIT_RUN] >= 3.0:
+            reg[last, R_EPISODES] += 1.0
+        st[VISIT_RUN] = 0.0
+    if visit >= 0:
+        st[VISIT_RUN] += 1.0
+    st[LAST_VISIT] = float(visit)
+
+
+@jit
 def _regime_decay(reg: F64, dt: float, fp: F64) -> None:
     f = math.exp(-dt / fp[P_REGIME_MEMORY_S])
     for j in range(reg.shape[0]):
@@ -588,6 +657,7 @@ def _init_row(
     st[VAR_S] = 1.0
     st[ALARM_RATE] = fp[P_Q_GAUSS]
     st[HOLD] = 1.0
+    st[LAST_VISIT] = -1.0
     lags[:] = x
     theta[:] = prior
     _reset_cov(cov, fp[P_PRIOR_VAR])
@@ -835,10 +905,16 @@ def _adapt(
         st[col] = 0.0
     st[SHIFTS] += 1.0
     cur = int(st[REGIME])
-    j = _regime_nearest(reg, cur, st[LEVEL], fp[P_REGIME_Z], 0.0, 0.25, st[LEVEL] - mean)
+    j = _regime_nearest(reg, cur, st[LEVEL], fp[P_REGIME_Z], 0, 0.25, st[LEVEL] - mean, fp)
     if j < 0:
         j = _regime_open(reg, cur, st[LEVEL], st)
     st[REGIME] = float(j)
+    # The anomalous visits go on as a stay at j, one that began with an anomaly (see
+    # ``_regime_known``); it is not a separate episode.
+    st[LAST_VISIT] = -1.0
+    st[VISIT_RUN] = 0.0
+    st[STAY_ACCEPTED] = 1.0
+    st[STAY_N] = 0.0
 
 
 # Rows of ``run_batch``'s ``vals`` (float) and ``flags`` (bool) outputs, one column per reading
@@ -952,9 +1028,9 @@ def _step(
     if learn:
         _learn_model(st, th, cv, x, phi, scale, resid, sig0, absdx, run, fp, ip, p_phi)
         _learn_detectors(st, if_raw, h_raw, ref, latest, paths, fp)
-        reg[int(st[REGIME]), R_MASS] += 1.0
-    elif is_anom and not late:
-        _regime_visit(reg, st, x, fp)
+        _regime_stay(reg, st, fp)
+    if not late:
+        _regime_visits(reg, st, x, is_anom, fp)
     if not late:
         # State follows every reading, an anomalous one only through a winsorised copy: an
         # outlier moves it by at most clean_z sigmas, while a persistent change is still

@@ -1,9 +1,9 @@
 """``Scorer``: the one entry point the scorer service, the API, ``train`` and ``backtest`` share.
 
 It owns an :class:`~core.scoring.engine.Engine` (per-sensor state) built from the registry's
-``anomaly_detector`` and ``forecaster`` artifacts, splits each batch into rounds of at most one
-reading per sensor (so a sensor's readings are processed in order, one at a time, while all
-sensors of a round share every numpy call), and turns the engine's arrays into ``Score`` objects.
+``anomaly_detector`` and ``forecaster`` artifacts, hands each batch to the engine's compiled
+kernel (every reading in order, each against its own sensor's state), and turns the engine's
+arrays into ``Score`` objects.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ class Scorer:
         out: list[Score | None] = [None] * n
         for pos, res in self._rounds(sids, t, x):
             self._emit(out, readings, pos, res)
-        return out  # type: ignore[return-value]  # every position is filled by exactly one round
+        return out  # type: ignore[return-value]  # the engine's result covers every position
 
     def score_arrays(
         self, sensor_ids: Sequence[str], t: F64, x: F64
@@ -163,8 +163,7 @@ class Scorer:
         self.warm_start_many({sensor_id: history})
 
     def warm_start_many(self, histories: Mapping[str, Sequence[tuple[datetime, float]]]) -> None:
-        """``warm_start`` for many sensors at once: their histories share numpy rounds, so
-        rebuilding 1,000 sensors costs about as much as rebuilding one (the scorer calls this)."""
+        """``warm_start`` for many sensors at once, in one kernel call (the scorer calls this)."""
         sids: list[str] = []
         ts: list[float] = []
         xs: list[float] = []

@@ -163,11 +163,9 @@ class _Backtest:
 
     horizon: int
     scaled: list[float] = field(default_factory=list)  # per-series mean |err| / naive scale
-    z_by_h: list[list[float]] = field(default_factory=list)  # |err| / psi-weight sd, per step
+    # |err| / psi-weight sd, per series then per step
+    z_by_h: dict[int, list[list[float]]] = field(default_factory=dict)
     origins: int = 0
-
-    def __post_init__(self) -> None:
-        self.z_by_h = [[] for _ in range(self.horizon)]
 
     @property
     def score(self) -> float:
@@ -208,7 +206,7 @@ def _backtest(
 ) -> _Backtest:
     """Rolling-origin forecasts of the streaming scorer itself over the training series.
 
-    All series stream through one ``Scorer`` (so they share numpy rounds); at each origin every
+    All series stream through one ``Scorer``; at each origin every
     sensor forecasts ``horizon`` steps from what it has seen, exactly as the API would, and the
     readings that then arrive are compared with it. Causal: an origin's forecast uses only data
     before it (the spec's prior is the one in-sample ingredient, and RLS soon outweighs it).
@@ -254,8 +252,9 @@ def _backtest(
         out.origins += 1
         err_sum[i] += float(np.sum(abs_e)) / scales[i]
         err_n[i] += len(h)
+        steps = out.z_by_h.setdefault(i, [[] for _ in range(horizon)])
         for hi, zi in zip(h.tolist(), z.tolist(), strict=True):
-            out.z_by_h[hi].append(zi)
+            steps[hi].append(zi)
     out.scaled = [float(s / n) for s, n in zip(err_sum, err_n, strict=True) if n > 0]
     return out
 
@@ -289,19 +288,27 @@ def _interval_scales(bt: _Backtest, z80: float, z95: float) -> tuple[F64, F64]:
     """Per-step multipliers that make the intervals cover 80 % / 95 % of the backtest errors.
 
     Split-conformal in spirit: the 80 % (95 %) quantile of ``|err| / sd`` at each step, over the
-    z the interval uses. Quantiles are pooled over neighbouring steps (a window ~20 % of h wide)
-    to steady them. They are not forced to grow with h: the psi-weight sd already does, and for
-    a mean-reverting series it grows faster than the real errors, so the multiplier may fall.
+    z the interval uses, pooled over neighbouring steps (a window ~20 % of h wide) to steady it.
+    Each training series gets its own quantiles and the multiplier is their *median*: one
+    series whose errors dwarf its psi-weight sd (a switching load, whose forecast cannot know
+    when the next switch comes) must not widen every other sensor's interval. Not forced to
+    grow with h: the psi-weight sd already does, and for a mean-reverting series it grows faster
+    than the real errors, so the multiplier may fall.
     """
     n = bt.horizon
     m80 = np.ones(n)
     m95 = np.ones(n)
     for h in range(n):
         w = max(1, round(0.1 * (h + 1)))
-        pooled = np.concatenate([np.asarray(v) for v in bt.z_by_h[max(0, h - w) : h + w + 1]])
-        if len(pooled):
-            m80[h] = float(np.quantile(pooled, 0.8)) / z80
-            m95[h] = float(np.quantile(pooled, 0.95)) / z95
+        q80, q95 = [], []
+        for steps in bt.z_by_h.values():
+            pooled = [z for v in steps[max(0, h - w) : h + w + 1] for z in v]
+            if len(pooled) >= 5:
+                q80.append(float(np.quantile(pooled, 0.8)))
+                q95.append(float(np.quantile(pooled, 0.95)))
+        if q80:
+            m80[h] = float(np.median(q80)) / z80
+            m95[h] = float(np.median(q95)) / z95
     return np.clip(m80, 0.05, 100.0), np.clip(m95, 0.05, 100.0)
 
 

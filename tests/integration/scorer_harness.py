@@ -42,8 +42,9 @@ def build_models(models_dir: Path, *, seed: int = 11) -> None:
     for s in simulate(6, 800, seed=seed, interval_s=60.0, start=start, anomaly_rate=0.0):
         series.setdefault(s.reading.sensor_id, []).append((s.reading.time, s.reading.value))
     config = ScoringConfig()
-    detector, det_info = fit_detector(list(series.values()), config, seed)
+    # The forecaster first: the detector learns from features computed with it (as `train`).
     forecaster, fc_info = select_forecaster(list(series.values()), config)
+    detector, det_info = fit_detector(list(series.values()), config, seed, spec=forecaster)
     write_artifact(models_dir, "anomaly_detector", detector, det_info)
     write_artifact(models_dir, "forecaster", forecaster, {"features": None, **fc_info})
 
