@@ -368,14 +368,14 @@ def _reset_cov(cov: F64, var: float) -> None:
 # operated at (the level, the residual sigma, typical |difference| and long-run scale it had
 # there, and how many readings it spent there, decaying with ``regime_memory_s``). A reading
 # the current forecast does not explain but that sits within ``regime_z`` spreads of a *known*
-# level (``regime_known`` readings of mass) is a switch, not an anomaly: the state is translated
+# level (``_regime_known``) is a switch, not an anomaly: the state is translated
 # to that level (level, short mean, previous value and the forecaster's lags move by the same
 # offset, so the forecast and every feature see a continuation of the new level) and the
 # level's own scales are restored. A value between the levels, a level never seen, or noise
 # unlike the level's own still alert. During the warm-up, when every reading is learned, a
 # reading far from the forecast opens a new level at once: that is how the levels of a
-# switching load are learned before any verdict. After it, a new level becomes known by the
-# readings spent there (while they alert), or when a persistent shift is accepted (``_adapt``).
+# switching load are learned before any verdict. After it, a new level becomes known by a long
+# stay or by repeated visits (which alert until then), so a recurring fault keeps alerting.
 
 # R_LIVED: 1 once the level has been the current one (its scales are then its own);
 # R_NORMAL: readings learned there in stays that began as normal switches (or that outlasted
@@ -415,9 +415,9 @@ def _regime_nearest(
     reg: F64, cur: int, x: float, z_in: float, known: int, rel: float, level: float, fp: F64
 ) -> int:
     """The level other than ``cur`` (with ``known`` 1 / 2: known ones only, for a sensor that
-    switches rarely / often) that explains ``x`` within
-    ``z_in`` spreads — or, with ``rel`` > 0, within ``rel`` times its distance from the current
-    ``level`` — nearest in those units; -1 if none."""
+    switches rarely / often) that explains ``x`` within ``z_in`` spreads — or, with ``rel`` > 0,
+    within ``rel`` times its distance from the current ``level`` — nearest in those units; -1 if
+    none."""
     best, best_d = -1, 1.0
     for j in range(reg.shape[0]):
         if j == cur or reg[j, R_MASS] < 0.0:
