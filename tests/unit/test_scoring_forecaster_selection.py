@@ -18,6 +18,7 @@ from core.registry import LoadedModel
 from core.scoring import ForecasterSpec, Scorer, ScoringConfig
 from core.scoring.forecaster import as_spec, forecast_path, interval_scales
 from core.scoring.training import select_forecaster
+from tests.unit.test_scoring_support import forecast_coverage
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 STEP_S = 300.0
@@ -42,26 +43,8 @@ def _ar1_heavy_tails(n_series: int, n: int, seed: int) -> np.ndarray:
 def _coverage(spec: ForecasterSpec, x: np.ndarray, every: int) -> dict[int, tuple[float, float]]:
     """Held-out coverage of ``Scorer.forecast`` at HORIZONS, from origins every ``every`` steps."""
     scorer = Scorer(ScoringConfig(), None, LoadedModel("forecaster", 1, spec, {}))
-    sids = [f"s{i}" for i in range(x.shape[0])]
-    hmax = max(HORIZONS)
-    hits = {h: [0, 0] for h in HORIZONS}
-    total = 0
-    done = 0
-    for origin in range(400, x.shape[1] - hmax, every):
-        t_idx = np.arange(done, origin)
-        ids = [s for _ in t_idx for s in sids]
-        t = np.repeat(t_idx * STEP_S + START.timestamp(), len(sids))
-        for _ in scorer.score_arrays(ids, t, x[:, done:origin].T.reshape(-1)):
-            pass
-        done = origin
-        for i, sid in enumerate(sids):
-            path = scorer.forecast(sid, hmax)
-            for h in HORIZONS:
-                pt, y = path[h - 1], x[i, origin + h - 1]
-                hits[h][0] += pt.lower_80 <= y <= pt.upper_80
-                hits[h][1] += pt.lower_95 <= y <= pt.upper_95
-            total += 1
-    return {h: (100.0 * a / total, 100.0 * b / total) for h, (a, b) in hits.items()}
+    origins = range(400, x.shape[1] - max(HORIZONS), every)
+    return forecast_coverage(scorer, x, origins, HORIZONS, STEP_S, START.timestamp())
 
 
 @pytest.fixture(scope="module")

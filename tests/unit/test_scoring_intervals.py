@@ -14,6 +14,7 @@ import pytest
 from core.registry import LoadedModel
 from core.scoring import ForecasterSpec, Scorer, ScoringConfig
 from core.scoring.forecaster import forecast_path
+from tests.unit.test_scoring_support import forecast_coverage
 
 HORIZONS = (1, 6, 24, 72)
 N_SENSORS = 60
@@ -33,30 +34,12 @@ def _simulate(phi: float, d: int, sigma: float, n: int, rng: np.random.Generator
 def _coverage(phi: float, d: int, seed: int) -> dict[int, tuple[float, float]]:
     rng = np.random.default_rng(seed)
     hmax = max(HORIZONS)
-    n = WARM + ORIGINS * hmax + 1
-    x = _simulate(phi, d, 0.5, n, rng)
+    x = _simulate(phi, d, 0.5, WARM + ORIGINS * hmax + 1, rng)
     spec = ForecasterSpec(p=1, d=d, prior=(0.0, phi))
     scorer = Scorer(ScoringConfig(seed=seed), None, LoadedModel("forecaster", 1, spec, {}))
-    sids = [f"s{i}" for i in range(N_SENSORS)]
-    hits = {h: [0, 0] for h in HORIZONS}
-    total = 0
-    done = 0
-    for k in range(ORIGINS):
-        origin = WARM + k * hmax  # the forecast is made after readings [0, origin)
-        t_idx = np.arange(done, origin)
-        ids = [s for _ in t_idx for s in sids]
-        t = np.repeat(t_idx * 60.0 + 1.7e9, N_SENSORS)
-        for _ in scorer.score_arrays(ids, t, x[:, done:origin].T.reshape(-1)):
-            pass
-        done = origin
-        for i, sid in enumerate(sids):
-            path = scorer.forecast(sid, hmax)
-            for h in HORIZONS:
-                pt, y = path[h - 1], x[i, origin + h - 1]
-                hits[h][0] += pt.lower_80 <= y <= pt.upper_80
-                hits[h][1] += pt.lower_95 <= y <= pt.upper_95
-            total += 1
-    return {h: (100.0 * a / total, 100.0 * b / total) for h, (a, b) in hits.items()}
+    # The forecast at origin o is made after readings [0, o).
+    origins = [WARM + k * hmax for k in range(ORIGINS)]
+    return forecast_coverage(scorer, x, origins, HORIZONS, 60.0, 1.7e9)
 
 
 @pytest.mark.parametrize(
