@@ -92,6 +92,19 @@ class ScoringConfig:
             about twice that (see ``kernel._switch_surprise``).
         switch_alarm_nats: the switch surprise that counts as the residual detector's alarm
             (9 nats: a switch pattern the sensor's own rate makes rarer than about 1e-4).
+
+    Long-run forecast (the seasonal profile; ``kernel.py`` section of that name). Time-based,
+    so they mean the same at any reporting rate:
+        profile_bins: time-of-day bins per seasonal period (96: 15 minutes of a day).
+        profile_weight: weight of one new period's visit in a bin's mean (0.2: about the last
+            five days count).
+        profile_level_tau_s: time constant of the slow level the profile is measured from.
+        profile_error_tau_s: time constant of the mean squared day-ahead errors that choose
+            between the profile and the flat level, and of the deviations' autocorrelation.
+        profile_quantile_step: log-domain step of the online |error| quantiles (per bin's
+            visit, i.e. per measured error) that set the long-run interval half-widths.
+        profile_ready: day-ahead errors a sensor must have measured before forecasts use the
+            long-run forecast (before that: the AR path with the trainer's interval calibration).
     """
 
     warmup_readings: int = 100
@@ -143,6 +156,13 @@ class ScoringConfig:
     regime_rate_alpha: float = 0.001
     switch_alarm_nats: float = 9.0
 
+    profile_bins: int = 96
+    profile_weight: float = 0.2
+    profile_level_tau_s: float = 86400.0
+    profile_error_tau_s: float = 86400.0
+    profile_quantile_step: float = 0.02
+    profile_ready: int = 24
+
     seed: int = 7
     # Not part of the hash (a dict is unhashable), so a config can still key a cache.
     detector_weights: dict[str, float] = field(
@@ -165,3 +185,7 @@ class ScoringConfig:
             raise ValueError("hst_height and hst_trees must be >= 1")
         if self.regimes < 2 or self.regime_z <= 0 or self.regime_memory_s <= 0:
             raise ValueError("regimes >= 2, regime_z > 0 and regime_memory_s > 0")
+        if self.profile_bins < 1 or not 0.0 < self.profile_weight <= 1.0:
+            raise ValueError("profile_bins >= 1 and profile_weight in (0, 1]")
+        if min(self.profile_level_tau_s, self.profile_error_tau_s, self.profile_quantile_step) <= 0:
+            raise ValueError("profile time constants and quantile step must be > 0")

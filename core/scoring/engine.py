@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -115,7 +115,7 @@ B = npt.NDArray[np.bool_]
 F32 = npt.NDArray[np.float32]
 _A = TypeVar("_A", npt.NDArray[np.float64], npt.NDArray[np.float32])
 # The per-sensor arrays in ``Engine.ROW_ARRAYS`` order, as the kernel takes them.
-Rows = tuple[F64, F64, F64, F64, F32, F32, F64]
+Rows = tuple[F64, F64, F64, F64, F32, F32, F64, F64]
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +205,10 @@ def _float_params(
         # A switch surprise of switch_alarm_nats counts as much as the residual's alarm z
         # (the detector takes nats through z = sqrt(2 nats), as for the repeat-run term).
         k.P_SWITCH_NATS_SCALE: 0.5 * cfg.z_alarm_residual**2 / cfg.switch_alarm_nats,
+        k.P_PROFILE_WEIGHT: cfg.profile_weight,
+        k.P_PROFILE_LEVEL_TAU: cfg.profile_level_tau_s,
+        k.P_PROFILE_ERROR_TAU: cfg.profile_error_tau_s,
+        k.P_PROFILE_Q_STEP: cfg.profile_quantile_step,
     }
     if sorted(named) != list(range(k.N_PARAMS)):  # a parameter added to one side only
         raise RuntimeError("the kernel's float parameters and Engine's packing disagree")
@@ -216,7 +220,7 @@ def _float_params(
 class Engine:
     """State of every sensor of one process plus the shared (read-only) models."""
 
-    ROW_ARRAYS = ("state", "lags", "theta", "cov", "hst_ref", "hst_latest", "regimes")
+    ROW_ARRAYS = ("state", "lags", "theta", "cov", "hst_ref", "hst_latest", "regimes", "profile")
 
     def __init__(
         self,
@@ -262,6 +266,8 @@ class Engine:
         self.hst_latest: F32 = np.zeros_like(self.hst_ref)
         # Operating levels remembered per sensor (``kernel`` regime memory section).
         self.regimes: F64 = np.zeros((0, config.regimes, k.R_COLS))
+        # The long-run (seasonal profile) forecaster's time-of-day bins (``kernel`` section).
+        self.profile: F64 = np.zeros((0, config.profile_bins, k.PF_COLS))
         self._warm_up()
         self._alloc(64)
 
@@ -316,6 +322,7 @@ class Engine:
             self.hst_ref,
             self.hst_latest,
             self.regimes,
+            self.profile,
         )
 
     def _kernel(self, rows: Rows, slots: I64, t: F64, x: F64) -> StepResult:
@@ -358,9 +365,5 @@ class Engine:
     def _warm_up(self) -> None:
         """Compile the kernel (or load it from numba's cache) now, on throwaway rows, so the
         first real reading does not pay for it."""
-        st, lg, th, cv, ref, latest, reg = (
-            np.zeros((1, *a.shape[1:]), a.dtype) for a in self._rows()
-        )
-        self._kernel(
-            (st, lg, th, cv, ref, latest, reg), np.zeros(1, np.int64), np.zeros(1), np.zeros(1)
-        )
+        rows = tuple(np.zeros((1, *a.shape[1:]), a.dtype) for a in self._rows())
+        self._kernel(cast(Rows, rows), np.zeros(1, np.int64), np.zeros(1), np.zeros(1))

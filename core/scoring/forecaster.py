@@ -294,3 +294,48 @@ def _ar_recursion(phi: list[float], drive: list[float], history: list[float]) ->
     for d in drive:
         buf.append(d + sum(map(operator.mul, phi, buf[rev])))
     return np.asarray(buf[len(history) :], dtype=np.float64)
+
+
+@dataclass(frozen=True, slots=True)
+class LongRun:
+    """A sensor's long-run forecast (``kernel`` section "seasonal profile"): the mean at each
+    requested time, the 80 % / 95 % half-widths its own errors a period ahead showed, and the
+    lag-1 autocorrelation ``rho`` of the deviations from it (how long a deviation persists)."""
+
+    mean: F64
+    half80: float
+    half95: float
+    rho: float
+
+
+def profile_path(offsets: F64, weights: F64, level: float, times_s: F64, period_s: float) -> F64:
+    """``level`` plus the time-of-day bin's learned offset at each time. A bin never visited
+    (readings sparser than the bins, or irregular) borrows its nearest visited neighbour."""
+    bins = offsets.shape[0]
+    seen = np.flatnonzero(weights > 0)
+    if seen.size == 0:
+        return np.full(times_s.shape[0], level)
+    b = np.minimum((np.mod(times_s, period_s) / period_s * bins).astype(np.int64), bins - 1)
+    gap = np.abs(b[:, None] - seen[None, :])
+    nearest = seen[np.argmin(np.minimum(gap, bins - gap), axis=1)]
+    out: F64 = level + offsets[nearest]
+    return out
+
+
+def blend_long_run(mean: F64, half80: F64, half95: F64, long_run: LongRun) -> tuple[F64, F64, F64]:
+    """Hand the AR path over to the long-run forecast along the horizon.
+
+    Step h keeps weight ``w = rho^h`` on the AR forecast: a deviation from the long-run
+    forecast that persists (rho near 1, a wandering level) keeps the AR path in charge for long,
+    one that fades within a few readings hands over quickly. The half-widths blend the same way,
+    from the AR path's calibrated band towards ``q * sqrt(1 - rho^(2h))``: the growth of the
+    h-step error of deviations that decay at rho (AR(1)) up to the sensor's own measured
+    long-run half-width q. For AR(1) deviations both ends then agree at every step.
+    """
+    w = long_run.rho ** np.arange(1, mean.shape[0] + 1, dtype=np.float64)
+    grow = np.sqrt(1.0 - w * w)
+    return (
+        w * mean + (1.0 - w) * long_run.mean,
+        w * half80 + (1.0 - w) * grow * long_run.half80,
+        w * half95 + (1.0 - w) * grow * long_run.half95,
+    )

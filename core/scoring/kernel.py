@@ -88,8 +88,20 @@ def jit(fn: _F) -> _F:
     VISIT_RUN,
     STAY_ACCEPTED,
     STAY_N,
-) = range(42)
-N_COLS = 42
+    PL,
+    FL,
+    PR_PREV,
+    PR_C0,
+    PR_C1,
+    PE_N,
+    MSE_S,
+    MSE_F,
+    Q80_S,
+    Q95_S,
+    Q80_F,
+    Q95_F,
+) = range(54)
+N_COLS = 54
 
 # The IF calibration prior counts as this many readings of the sensor's own.
 IF_PRIOR_N = 50.0
@@ -148,8 +160,12 @@ SQRT_PI_2 = 1.2533141373155  # E|e| = sigma * sqrt(2/pi) for Gaussian e
     P_REGIME_SEP,
     P_REGIME_LIVED,
     P_REGIME_FREQUENT,
-) = range(49)
-N_PARAMS = 49
+    P_PROFILE_WEIGHT,
+    P_PROFILE_LEVEL_TAU,
+    P_PROFILE_ERROR_TAU,
+    P_PROFILE_Q_STEP,
+) = range(53)
+N_PARAMS = 53
 # Indices into the integer parameter vector.
 I_P, I_D, I_FOURIER_K, I_HAS_FOREST, I_FOREST_DEPTH, I_HST_HEIGHT = range(6)
 N_IPARAMS = 6
@@ -638,13 +654,106 @@ def _regime_decay(reg: F64, dt: float, fp: F64) -> None:
             reg[j, R_MASS] *= f
 
 
+# ---------------------------------------------------------------------- seasonal profile
+#
+# The day-ahead forecaster beside the one-step one. The AR forecaster above is built to predict
+# the *next* reading well, which is what the detector needs; run freely for a day its path
+# leans on a few Fourier terms and a level that keeps moving, and daily shapes that are not
+# sinusoids (two demand peaks, a machine's on/off schedule) or a level that wanders are beyond
+# it. So every sensor also keeps, per time-of-day bin of the seasonal period, the mean deviation
+# of its readings from a slow level (a Holt-Winters-style seasonal profile, updated with weight
+# ``profile_weight`` per period), a flat alternative (the slow level alone) for sensors without
+# a daily shape, and — the part a forecast's interval needs — the errors each of the two
+# *actually made* a period ahead: every bin stores the forecast it made at its last visit, and
+# the next visit measures it. Per sensor, the lower mean squared error picks the long-run
+# forecast and online quantiles of its |error| are the long-run interval half-widths, so each
+# sensor's interval is calibrated on its own errors rather than one curve for all. A request
+# blends the AR path into this long-run forecast by the lag-1 autocorrelation of the deviations
+# from it (``forecaster.blend_long_run``). Nothing here feeds the detector.
+
+PF_S, PF_W, PF_FS, PF_FF, PF_T = range(5)
+PF_COLS = 5
+# Day-ahead errors measured before the online quantiles take over from a Gaussian start.
+PROFILE_Q_START = 20.0
+_Z80, _Z95 = 1.2815515655446004, 1.959963984540054
+
+
+@jit
+def profile_bin(t: float, period: float, bins: int) -> int:
+    return min(int((t % period) / period * bins), bins - 1)
+
+
+@jit
+def _quantile_step(q: float, err: float, p: float, eta: float) -> float:
+    """Stochastic approximation of the p-quantile of ``err`` in the log domain: up by ``eta * p``
+    after an exceedance, down by ``eta * (1 - p)`` otherwise, at rest where P(err > q) = 1 - p."""
+    return q * math.exp(eta * ((1.0 if err > q else 0.0) - (1.0 - p)))
+
+
+@jit
+def _profile_errors(st: F64, e_s: float, e_f: float, a: float, eta: float) -> None:
+    """Learn from one pair of day-ahead errors (seasonal, flat)."""
+    n = st[PE_N] + 1.0
+    a = _max(a, 1.0 / n)
+    st[MSE_S] += a * (e_s * e_s - st[MSE_S])
+    st[MSE_F] += a * (e_f * e_f - st[MSE_F])
+    if n <= PROFILE_Q_START:
+        # Too few errors for quantiles: the Gaussian ones of the mean squared error so far.
+        rs, rf = math.sqrt(st[MSE_S]), math.sqrt(st[MSE_F])
+        st[Q80_S], st[Q95_S], st[Q80_F], st[Q95_F] = _Z80 * rs, _Z95 * rs, _Z80 * rf, _Z95 * rf
+    else:
+        st[Q80_S] = _quantile_step(st[Q80_S], e_s, 0.8, eta)
+        st[Q95_S] = _quantile_step(st[Q95_S], e_s, 0.95, eta)
+        st[Q80_F] = _quantile_step(st[Q80_F], e_f, 0.8, eta)
+        st[Q95_F] = _quantile_step(st[Q95_F], e_f, 0.95, eta)
+    st[PE_N] = n
+
+
+@jit
+def _profile_learn(st: F64, prof: F64, t: float, x: float, dt: float, learn: bool, fp: F64) -> None:
+    """One in-order reading (not the sensor's first): measure the forecasts this time of day made
+    a period ago, track the deviations from the long-run forecast, learn the level and profile
+    from a normal reading, and leave this bin's forecasts for a period ahead."""
+    period, bins = fp[P_PERIOD_S], prof.shape[0]
+    width = period / bins
+    # A reading stands for its typical interval: at 1-minute readings 15 share a 15-minute bin
+    # and each gets 1/15 of a visit's weight. Only the first reading of a visit finds the
+    # forecast of a period ago (the others find their predecessor's), so errors come one per
+    # visit, every max(width, typ) seconds.
+    typ = math.exp(st[LOG_DT]) if st[DT_N] > 0 else width
+    frac = _min(1.0, typ / width)
+    row = prof[profile_bin(t, period, bins)]
+    if 0.5 * period <= t - row[PF_T] <= 1.5 * period:
+        e_s, e_f = abs(x - row[PF_FS]), abs(x - row[PF_FF])
+        a_e = 1.0 - math.exp(-_max(width, typ) / fp[P_PROFILE_ERROR_TAU])
+        _profile_errors(st, e_s, e_f, a_e, fp[P_PROFILE_Q_STEP])
+    seasonal = st[PE_N] == 0 or st[MSE_S] <= st[MSE_F]
+    r = x - (st[PL] + row[PF_S] if seasonal else st[FL])
+    a_r = _max(1.0 - math.exp(-dt / fp[P_PROFILE_ERROR_TAU]), 1.0 / (st[N] + 1.0))
+    st[PR_C0] += a_r * (r * r - st[PR_C0])
+    if dt <= 2.0 * typ:  # the lag-1 product only across consecutive readings, not a gap
+        st[PR_C1] += a_r * (r * st[PR_PREV] - st[PR_C1])
+    st[PR_PREV] = r
+    if learn:
+        a_l = _max(1.0 - math.exp(-dt / fp[P_PROFILE_LEVEL_TAU]), 1.0 / (st[N] + 1.0))
+        st[FL] += a_l * (x - st[FL])
+        st[PL] += a_l * (x - row[PF_S] - st[PL])
+        # Running mean over the first visits, then weight profile_weight per visit.
+        row[PF_W] += frac
+        row[PF_S] += frac * _max(fp[P_PROFILE_WEIGHT], 1.0 / row[PF_W]) * (x - st[PL] - row[PF_S])
+    row[PF_FS] = st[PL] + row[PF_S]
+    row[PF_FF] = st[FL]
+    row[PF_T] = t
+
+
 # ---------------------------------------------------------------------- one reading
 
 
 @jit
 def _init_row(
-    st: F64, lags: F64, theta: F64, cov: F64, reg: F64, t: float, x: float, prior: F64, fp: F64
-) -> None:
+    st: F64, lags: F64, theta: F64, cov: F64, reg: F64, prof: F64, t: float, x: float,
+    prior: F64, fp: F64,
+) -> None:  # fmt: skip
     st[:] = 0.0
     st[T_LAST] = t
     st[X_PREV] = x
@@ -666,6 +775,9 @@ def _init_row(
     reg[:, R_MASS] = R_UNUSED
     reg[0, R_MU] = x
     reg[0, R_MASS] = 0.0
+    prof[:, :] = 0.0
+    st[PL] = x
+    st[FL] = x
 
 
 @jit
@@ -967,17 +1079,17 @@ def _decide(st: F64, det: F64, has_history: bool, fp: F64) -> tuple[float, bool,
 @jit
 def _step(
     i: int, s: int, t: float, x: float, state: F64, lags: F64, theta: F64, cov: F64,
-    hst_ref: F32, hst_latest: F32, regimes: F64, prior: F64, fp: F64, ip: I64,
+    hst_ref: F32, hst_latest: F32, regimes: F64, profile: F64, prior: F64, fp: F64, ip: I64,
     forest: tuple[I64, F64, I64, F64, I64], hst: tuple[I64, F64],
     scratch: tuple[F64, F64, I64, F64],
     vals: F64, flags: B, det: F64, zz: F64, feats: F64,
 ) -> None:  # fmt: skip
     """Score reading ``i`` (sensor row ``s``) against its sensor's state, then learn from it."""
-    st, lg, th, cv, reg = state[s], lags[s], theta[s], cov[s], regimes[s]
+    st, lg, th, cv, reg, prof = state[s], lags[s], theta[s], cov[s], regimes[s], profile[s]
     phi, p_phi, paths, masses = scratch
     has_history = st[N] != 0
     if not has_history:
-        _init_row(st, lg, th, cv, reg, t, x, prior, fp)
+        _init_row(st, lg, th, cv, reg, prof, t, x, prior, fp)
     dt = t - st[T_LAST]
     late = dt < 0
     gap = _gap(st, dt, fp)
@@ -1031,6 +1143,8 @@ def _step(
         _regime_stay(reg, st, fp)
     if not late:
         _regime_visits(reg, st, x, is_anom, fp)
+        if has_history:
+            _profile_learn(st, prof, t, x, dt, learn, fp)
     if not late:
         # State follows every reading, an anomalous one only through a winsorised copy: an
         # outlier moves it by at most clean_z sigmas, while a persistent change is still
@@ -1048,7 +1162,7 @@ def _step(
 @jit
 def run_batch(
     slots: I64, t: F64, x: F64, state: F64, lags: F64, theta: F64, cov: F64,
-    hst_ref: F32, hst_latest: F32, regimes: F64, prior: F64, fp: F64, ip: I64,
+    hst_ref: F32, hst_latest: F32, regimes: F64, profile: F64, prior: F64, fp: F64, ip: I64,
     forest: tuple[I64, F64, I64, F64, I64], hst: tuple[I64, F64],
     vals: F64, flags: B, det: F64, zz: F64, feats: F64,
 ) -> None:  # fmt: skip
@@ -1069,5 +1183,5 @@ def run_batch(
     for i in range(slots.shape[0]):
         _step(
             i, slots[i], t[i], x[i], state, lags, theta, cov, hst_ref, hst_latest, regimes,
-            prior, fp, ip, forest, hst, scratch, vals, flags, det, zz, feats,
+            profile, prior, fp, ip, forest, hst, scratch, vals, flags, det, zz, feats,
         )  # fmt: skip

@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from core.errors import InsufficientDataError, ModelError, NotFoundError
 from core.registry import LoadedModel
+from core.scoring import kernel as k
 from core.scoring.config import ScoringConfig
 from core.scoring.engine import (
     DT_N,
@@ -31,7 +32,15 @@ from core.scoring.engine import (
     IfCalibration,
     StepResult,
 )
-from core.scoring.forecaster import ForecasterSpec, as_spec, forecast_path, interval_scales
+from core.scoring.forecaster import (
+    ForecasterSpec,
+    LongRun,
+    as_spec,
+    blend_long_run,
+    forecast_path,
+    interval_scales,
+    profile_path,
+)
 from core.scoring.forest import CompiledForest
 from core.scoring.results import DETECTOR_NAMES, ForecastPoint, Score
 from core.wire import Reading
@@ -185,8 +194,14 @@ class Scorer:
             return None
         return float(np.exp(self.engine.state[slot, LOG_DT]))
 
-    def forecast(self, sensor_id: str, horizon: int) -> list[ForecastPoint]:
-        """Forecast ``horizon`` steps of the sensor's typical interval from its current state."""
+    def forecast(self, sensor_id: str, horizon: int, long_run: bool = True) -> list[ForecastPoint]:
+        """Forecast ``horizon`` steps of the sensor's typical interval from its current state.
+
+        The AR path with the trainer's interval calibration, handed over along the horizon to
+        the sensor's long-run forecast once it has measured enough of its own errors a period
+        ahead (``ScoringConfig.profile_ready``); ``long_run=False`` gives the AR path alone
+        (what the trainer's backtest calibrates).
+        """
         if not 1 <= horizon <= MAX_HORIZON:
             raise ValueError(f"horizon must be within 1..{MAX_HORIZON}")
         eng = self.engine
@@ -224,6 +239,9 @@ class Scorer:
         m80, m95 = interval_scales(eng.spec, horizon)
         w80 = self.config.band_z80 * m80 * sd
         w95 = self.config.band_z95 * m95 * sd
+        lr = self._long_run(slot, times) if long_run else None
+        if lr is not None:
+            mean, w80, w95 = blend_long_run(mean, w80, w95, lr)
         epoch = datetime(1970, 1, 1, tzinfo=UTC)
         # Whole-array arithmetic, then plain floats: this is on the API's request path.
         return [
@@ -238,6 +256,22 @@ class Scorer:
                 strict=True,
             )
         ]
+
+    def _long_run(self, slot: int, times: F64) -> LongRun | None:
+        """The sensor's long-run forecast at ``times``, or None before it has proved itself."""
+        st = self.engine.state[slot]
+        if st[k.PE_N] < self.config.profile_ready:
+            return None
+        rho = float(np.clip(st[k.PR_C1] / st[k.PR_C0], 0.0, 0.999)) if st[k.PR_C0] > 0 else 0.0
+        if st[k.MSE_S] <= st[k.MSE_F]:
+            prof = self.engine.profile[slot]
+            mean = profile_path(
+                prof[:, k.PF_S], prof[:, k.PF_W], float(st[k.PL]), times, self.engine.spec.period_s
+            )
+            return LongRun(mean, float(st[k.Q80_S]), float(st[k.Q95_S]), rho)
+        return LongRun(
+            np.full(times.shape[0], st[k.FL]), float(st[k.Q80_F]), float(st[k.Q95_F]), rho
+        )
 
 
 def _aware(when: datetime) -> datetime:

@@ -243,7 +243,7 @@ def _backtest(
                 pass
             fed = upto
         try:
-            pts = scorer.forecast(sids[i], horizon)
+            pts = scorer.forecast(sids[i], horizon, long_run=False)
         except InsufficientDataError:
             continue
         abs_e, z, h = _forecast_errors(pts, *arrays[i], config.band_z80)

@@ -40,11 +40,14 @@ def _ar1_heavy_tails(n_series: int, n: int, seed: int) -> np.ndarray:
     return 20.0 + x[:, 100:]
 
 
-def _coverage(spec: ForecasterSpec, x: np.ndarray, every: int) -> dict[int, tuple[float, float]]:
-    """Held-out coverage of ``Scorer.forecast`` at HORIZONS, from origins every ``every`` steps."""
+def _coverage(
+    spec: ForecasterSpec, x: np.ndarray, every: int, long_run: bool = False
+) -> dict[int, tuple[float, float]]:
+    """Held-out coverage of ``Scorer.forecast`` at HORIZONS, from origins every ``every`` steps:
+    by default of the AR path alone, the part the trainer calibrates."""
     scorer = Scorer(ScoringConfig(), None, LoadedModel("forecaster", 1, spec, {}))
     origins = range(400, x.shape[1] - max(HORIZONS), every)
-    return forecast_coverage(scorer, x, origins, HORIZONS, STEP_S, START.timestamp())
+    return forecast_coverage(scorer, x, origins, HORIZONS, STEP_S, START.timestamp(), long_run)
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +74,17 @@ def test_calibration_from_training_backtests_gives_nominal_held_out_coverage(
     # this the test above could pass with a calibration that does nothing.
     worst = max(abs(c80 - 80.0) + abs(c95 - 95.0) for c80, c95 in textbook.values())
     assert worst > 6.0, f"textbook intervals already nominal: {textbook}"
+
+
+def test_served_forecast_keeps_nominal_coverage_with_the_long_run_blended_in(
+    heavy_tailed_fit: tuple[ForecasterSpec, dict[str, object]],
+) -> None:
+    # What /predict serves: the calibrated AR path handed over to each sensor's long-run
+    # forecast, whose half-widths are quantiles of its own errors a period ahead.
+    spec, _ = heavy_tailed_fit
+    served = _coverage(spec, _ar1_heavy_tails(40, 1300, seed=12), every=60, long_run=True)
+    for h, (c80, c95) in served.items():
+        assert abs(c80 - 80.0) <= 5.0 and abs(c95 - 95.0) <= 3.0, f"h={h}: {served}"
 
 
 def test_order_within_a_family_is_still_chosen_by_aic(

@@ -64,6 +64,7 @@ def forecast_coverage(
     horizons: Sequence[int],
     step_s: float,
     t0: float,
+    long_run: bool = True,
 ) -> dict[int, tuple[float, float]]:
     """Empirical 80 % / 95 % coverage (percent) of ``scorer.forecast`` at each horizon.
 
@@ -83,7 +84,7 @@ def forecast_coverage(
             pass
         done = origin
         for i, sid in enumerate(sids):
-            path = scorer.forecast(sid, hmax)
+            path = scorer.forecast(sid, hmax, long_run)
             for h in horizons:
                 pt, y = path[h - 1], x[i, origin + h - 1]
                 hits[h][0] += pt.lower_80 <= y <= pt.upper_80
