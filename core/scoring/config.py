@@ -93,6 +93,15 @@ class ScoringConfig:
         switch_alarm_nats: the switch surprise that counts as the residual detector's alarm
             (9 nats: a switch pattern the sensor's own rate makes rarer than about 1e-4).
 
+    Value mixture (``kernel.py`` section of that name):
+        mixture_components: components per sensor (values it takes: set points, levels).
+        mixture_gate: a reading further than this many spreads from every component opens a
+            new one (in place of the lightest).
+        mixture_alpha: weight of one reading in the components' weights, and of one normal
+            reading in the comparison of the mixture with the forecast band.
+        mixture_margin: nats per normal reading by which the mixture must out-explain the
+            forecast band before the sensor is judged by it.
+
     Long-run forecast (the seasonal profile; ``kernel.py`` section of that name). Time-based,
     so they mean the same at any reporting rate:
         profile_bins: time-of-day bins per seasonal period (96: 15 minutes of a day).
@@ -156,6 +165,11 @@ class ScoringConfig:
     regime_rate_alpha: float = 0.001
     switch_alarm_nats: float = 9.0
 
+    mixture_components: int = 6
+    mixture_gate: float = 4.0
+    mixture_alpha: float = 0.01
+    mixture_margin: float = 1.0
+
     profile_bins: int = 96
     profile_weight: float = 0.2
     profile_level_tau_s: float = 86400.0
@@ -185,6 +199,10 @@ class ScoringConfig:
             raise ValueError("hst_height and hst_trees must be >= 1")
         if self.regimes < 2 or self.regime_z <= 0 or self.regime_memory_s <= 0:
             raise ValueError("regimes >= 2, regime_z > 0 and regime_memory_s > 0")
+        if self.mixture_components < 1 or self.mixture_gate <= 0:
+            raise ValueError("mixture_components >= 1 and mixture_gate > 0")
+        if not 0.0 < self.mixture_alpha < 1.0:
+            raise ValueError("mixture_alpha must be in (0, 1)")
         if self.profile_bins < 1 or not 0.0 < self.profile_weight <= 1.0:
             raise ValueError("profile_bins >= 1 and profile_weight in (0, 1]")
         if min(self.profile_level_tau_s, self.profile_error_tau_s, self.profile_quantile_step) <= 0:

@@ -115,7 +115,7 @@ B = npt.NDArray[np.bool_]
 F32 = npt.NDArray[np.float32]
 _A = TypeVar("_A", npt.NDArray[np.float64], npt.NDArray[np.float32])
 # The per-sensor arrays in ``Engine.ROW_ARRAYS`` order, as the kernel takes them.
-Rows = tuple[F64, F64, F64, F64, F32, F32, F64, F64]
+Rows = tuple[F64, F64, F64, F64, F32, F32, F64, F64, F64]
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +209,9 @@ def _float_params(
         k.P_PROFILE_LEVEL_TAU: cfg.profile_level_tau_s,
         k.P_PROFILE_ERROR_TAU: cfg.profile_error_tau_s,
         k.P_PROFILE_Q_STEP: cfg.profile_quantile_step,
+        k.P_MIX_MARGIN: cfg.mixture_margin,
+        k.P_MIX_GATE: cfg.mixture_gate,
+        k.P_MIX_ALPHA: cfg.mixture_alpha,
     }
     if sorted(named) != list(range(k.N_PARAMS)):  # a parameter added to one side only
         raise RuntimeError("the kernel's float parameters and Engine's packing disagree")
@@ -220,7 +223,17 @@ def _float_params(
 class Engine:
     """State of every sensor of one process plus the shared (read-only) models."""
 
-    ROW_ARRAYS = ("state", "lags", "theta", "cov", "hst_ref", "hst_latest", "regimes", "profile")
+    ROW_ARRAYS = (
+        "state",
+        "lags",
+        "theta",
+        "cov",
+        "hst_ref",
+        "hst_latest",
+        "regimes",
+        "profile",
+        "mixture",
+    )
 
     def __init__(
         self,
@@ -268,6 +281,8 @@ class Engine:
         self.regimes: F64 = np.zeros((0, config.regimes, k.R_COLS))
         # The long-run (seasonal profile) forecaster's time-of-day bins (``kernel`` section).
         self.profile: F64 = np.zeros((0, config.profile_bins, k.PF_COLS))
+        # The values each sensor takes (``kernel`` section "value mixture").
+        self.mixture: F64 = np.zeros((0, config.mixture_components, k.MX_COLS))
         self._warm_up()
         self._alloc(64)
 
@@ -323,6 +338,7 @@ class Engine:
             self.hst_latest,
             self.regimes,
             self.profile,
+            self.mixture,
         )
 
     def _kernel(self, rows: Rows, slots: I64, t: F64, x: F64) -> StepResult:

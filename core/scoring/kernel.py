@@ -100,8 +100,12 @@ def jit(fn: _F) -> _F:
     Q95_S,
     Q80_F,
     Q95_F,
-) = range(54)
-N_COLS = 54
+    MX_LL,
+    MX_LN,
+    MX_NATS,
+    MX_QLOW,
+) = range(58)
+N_COLS = 58
 
 # The IF calibration prior counts as this many readings of the sensor's own.
 IF_PRIOR_N = 50.0
@@ -164,8 +168,11 @@ SQRT_PI_2 = 1.2533141373155  # E|e| = sigma * sqrt(2/pi) for Gaussian e
     P_PROFILE_LEVEL_TAU,
     P_PROFILE_ERROR_TAU,
     P_PROFILE_Q_STEP,
-) = range(53)
-N_PARAMS = 53
+    P_MIX_MARGIN,
+    P_MIX_GATE,
+    P_MIX_ALPHA,
+) = range(56)
+N_PARAMS = 56
 # Indices into the integer parameter vector.
 I_P, I_D, I_FOURIER_K, I_HAS_FOREST, I_FOREST_DEPTH, I_HST_HEIGHT = range(6)
 N_IPARAMS = 6
@@ -746,12 +753,129 @@ def _profile_learn(st: F64, prof: F64, t: float, x: float, dt: float, learn: boo
     row[PF_T] = t
 
 
+# ---------------------------------------------------------------------- value mixture
+#
+# Some sensors are best described not by where the last readings point but by which values
+# they take: a load that changes set point between most readings (a compressor or heater
+# sampled every 15 minutes) jumps so often that the forecaster's one-step band grows wider than
+# the jumps, regime memory never sees a switch, and an incident inside that wide band goes
+# unseen. So each sensor also keeps a small mixture of the values it takes — components with
+# a mean, a spread and a weight, learned online (a reading within ``mixture_gate`` spreads of a
+# component updates it, one further away opens a new one in place of the lightest) — and
+# compares, on its normal readings, the mixture's log-likelihood with the forecast band's. A
+# sensor the mixture explains better by ``mixture_margin`` nats per reading is judged by it:
+# the residual detector's surprise becomes the reading's surprise under the mixture over its
+# typical one, so a value between the set points, a shifted set point or a burst of noise
+# alerts. For every sensor the forecast explains better (any sensor with a continuous signal,
+# and a switching load sampled often enough for regime memory to follow it), nothing changes.
+# Component spreads are floored at a within-level noise scale from the 10 % quantile of the
+# sensor's nonzero |differences|, which lies among the pairs of readings at one level as long
+# as enough are (see _QLOW_PER_SD), and capped at MIX_SPREAD_MAX times it.
+
+MX_MU, MX_VAR, MX_W, MX_N = range(4)
+MX_COLS = 4
+_LN_SQRT_2PI = 0.9189385332046727
+# The floor is q10 / _QLOW_PER_SD. When a quarter of successive pairs are at one level (a load
+# choosing among four set points at random), q10 is the 40 % quantile of |x - x_prev| at one
+# level, 0.74 noise sds, so the floor is about two sds: a component's own learned spread rules
+# above it. More pairs at one level give a smaller floor, fewer a larger one. The quantile and
+# the divisor were chosen on the tuning seeds at 1- and 15-minute readings (docs/ml/detection.md).
+_QLOW_PER_SD = 0.3583
+MIX_SPREAD_MAX = 2.0
+# Floor of a component's learning rate: a component that settled between two levels early on
+# moves onto its level within a few dozen of its readings.
+MIX_LEARN_MIN = 0.05
+# Largest per-reading log-likelihood difference counted when the two models are compared.
+MIX_NATS_CAP = 10.0
+
+
+@jit
+def _mix_eval(mix: F64, x: float, var_floor: float) -> tuple[float, int, float]:
+    """``(nats, nearest, z)``: -log density of x under the mixture, the nearest component (in its
+    own spreads) and x's distance from it in those spreads."""
+    dens = 0.0
+    best, best_z = -1, np.inf
+    for c in range(mix.shape[0]):
+        if mix[c, MX_N] <= 0.0:
+            continue
+        # A component is a level: its spread stays within MIX_SPREAD_MAX within-level noise sds,
+        # so two levels absorbed into one component (before the noise estimate settled) do not
+        # make a blob that swallows every value between them; such a component loses its
+        # weight to the levels' own and is recycled.
+        var = _min(_max(mix[c, MX_VAR], var_floor), MIX_SPREAD_MAX * MIX_SPREAD_MAX * var_floor)
+        z = (x - mix[c, MX_MU]) / math.sqrt(var)
+        dens += mix[c, MX_W] * math.exp(-0.5 * z * z - _LN_SQRT_2PI) / math.sqrt(var)
+        if abs(z) < abs(best_z):
+            best, best_z = c, z
+    return -math.log(_max(dens, 1e-300)), best, best_z
+
+
+@jit
+def _mix_mode(st: F64, fp: F64) -> bool:
+    return bool(st[MX_LN] >= fp[P_WARMUP] and st[MX_LL] > fp[P_MIX_MARGIN])
+
+
+@jit
+def _mix_learn(
+    st: F64, mix: F64, x: float, dx: float, learn: bool, nats: float, near: int, z: float,
+    fc_nats: float, var_floor: float, fp: F64,
+) -> None:  # fmt: skip
+    """Learn from one in-order reading: the within-level noise from every nonzero difference,
+    the components from a normal reading, and the weights from every reading (so a level the
+    sensor keeps returning to becomes familiar, and a one-off value stays rare)."""
+    adx = abs(dx)
+    if adx > 0.0:
+        if st[MX_QLOW] <= 0.0:
+            st[MX_QLOW] = adx
+        else:
+            st[MX_QLOW] = _quantile_step(st[MX_QLOW], adx, 0.1, 0.1)
+    a_w = fp[P_MIX_ALPHA]
+    c = near
+    new = near < 0 or abs(z) > fp[P_MIX_GATE]
+    if new:
+        # A value no component explains: it replaces the lightest one, as its first value even
+        # if the reading was anomalous (its small weight keeps it surprising until it recurs).
+        c = 0
+        for j in range(1, mix.shape[0]):
+            if mix[j, MX_W] < mix[c, MX_W]:
+                c = j
+        mix[c, MX_MU], mix[c, MX_VAR], mix[c, MX_N], mix[c, MX_W] = x, 0.0, 0.0, 0.0
+    total = 0.0
+    for j in range(mix.shape[0]):
+        mix[j, MX_W] *= 1.0 - a_w
+        total += mix[j, MX_W]
+    mix[c, MX_W] += a_w
+    total += a_w
+    for j in range(mix.shape[0]):
+        mix[j, MX_W] /= total
+    if learn or new:
+        n = mix[c, MX_N] + 1.0
+        a_c = _max(1.0 / n, MIX_LEARN_MIN)
+        d = x - mix[c, MX_MU]
+        mix[c, MX_MU] += a_c * d
+        # Stored within the cap too, or a component that absorbed two levels while the noise
+        # estimate was still settling would keep a blob's spread once it has.
+        var = (1.0 - a_c) * (mix[c, MX_VAR] + a_c * d * d)
+        mix[c, MX_VAR] = _min(var, MIX_SPREAD_MAX * MIX_SPREAD_MAX * var_floor)
+        mix[c, MX_N] = n
+    if learn and near >= 0 and st[NL] >= fp[P_WARMUP]:
+        # Which model explains the sensor's normal readings better, and the mixture's typical
+        # surprise, from the readings judged normal once the forecaster is past its warm-up.
+        # Each reading's difference is capped: one reading far in either model's tail must not
+        # decide for hundreds of readings.
+        ln = st[MX_LN] + 1.0
+        a = _max(1.0 / ln, a_w)
+        st[MX_LL] += a * (_clip(fc_nats - nats, -MIX_NATS_CAP, MIX_NATS_CAP) - st[MX_LL])
+        st[MX_NATS] += a * (nats - st[MX_NATS])
+        st[MX_LN] = ln
+
+
 # ---------------------------------------------------------------------- one reading
 
 
 @jit
 def _init_row(
-    st: F64, lags: F64, theta: F64, cov: F64, reg: F64, prof: F64, t: float, x: float,
+    st: F64, lags: F64, theta: F64, cov: F64, reg: F64, prof: F64, mix: F64, t: float, x: float,
     prior: F64, fp: F64,
 ) -> None:  # fmt: skip
     st[:] = 0.0
@@ -776,6 +900,8 @@ def _init_row(
     reg[0, R_MU] = x
     reg[0, R_MASS] = 0.0
     prof[:, :] = 0.0
+    mix[:, :] = 0.0
+    mix[0, MX_MU], mix[0, MX_W], mix[0, MX_N] = x, 1.0, 1.0
     st[PL] = x
     st[FL] = x
 
@@ -1079,17 +1205,19 @@ def _decide(st: F64, det: F64, has_history: bool, fp: F64) -> tuple[float, bool,
 @jit
 def _step(
     i: int, s: int, t: float, x: float, state: F64, lags: F64, theta: F64, cov: F64,
-    hst_ref: F32, hst_latest: F32, regimes: F64, profile: F64, prior: F64, fp: F64, ip: I64,
+    hst_ref: F32, hst_latest: F32, regimes: F64, profile: F64, mixture: F64, prior: F64, fp: F64,
+    ip: I64,
     forest: tuple[I64, F64, I64, F64, I64], hst: tuple[I64, F64],
     scratch: tuple[F64, F64, I64, F64],
     vals: F64, flags: B, det: F64, zz: F64, feats: F64,
 ) -> None:  # fmt: skip
     """Score reading ``i`` (sensor row ``s``) against its sensor's state, then learn from it."""
-    st, lg, th, cv, reg, prof = state[s], lags[s], theta[s], cov[s], regimes[s], profile[s]
+    st, lg, th, cv, reg = state[s], lags[s], theta[s], cov[s], regimes[s]
+    prof, mix = profile[s], mixture[s]
     phi, p_phi, paths, masses = scratch
     has_history = st[N] != 0
     if not has_history:
-        _init_row(st, lg, th, cv, reg, prof, t, x, prior, fp)
+        _init_row(st, lg, th, cv, reg, prof, mix, t, x, prior, fp)
     dt = t - st[T_LAST]
     late = dt < 0
     gap = _gap(st, dt, fp)
@@ -1114,17 +1242,23 @@ def _step(
         sw_nats = _switch_surprise(st, j >= 0, fp)
     resid = x - expected
     z_r = resid / sig
+    # The value mixture's view of the reading; a sensor it explains better is judged by it.
+    sw = st[MX_QLOW] / _QLOW_PER_SD if st[MX_QLOW] > 0.0 else 1e-9 * (abs(x) + 1.0)
+    mix_nats, near, z_near = _mix_eval(mix, x, sw * sw)
+    z_det = z_r
+    if _mix_mode(st, fp):
+        z_det = math.sqrt(2.0 * _max(mix_nats - st[MX_NATS], 0.0))
     f = feats[i]
     absdx, dabs_s, run, run_nats = _features(st, x, z_r, scale, sig, floor, gap, fp, f)
     # Short-window variance test on the residuals: EWMA of z^2 (each term capped at var_cap, so
     # one outlier cannot trigger it). Several large residuals in a row — a noise burst whose
     # single readings may each stay inside the band — push it up.
-    var_s = st[VAR_S] + fp[P_VAR_ALPHA] * (_min(z_r * z_r, fp[P_VAR_CAP]) - st[VAR_S])
+    var_s = st[VAR_S] + fp[P_VAR_ALPHA] * (_min(z_det * z_det, fp[P_VAR_CAP]) - st[VAR_S])
     if not late:
         st[VAR_S] = var_s
     ref, latest = hst_ref[s], hst_latest[s]
     if_raw, h_raw = _detect(
-        st, f, z_r, _max(run_nats, sw_nats * fp[P_SWITCH_NATS_SCALE]), var_s, fp, ip, forest,
+        st, f, z_det, _max(run_nats, sw_nats * fp[P_SWITCH_NATS_SCALE]), var_s, fp, ip, forest,
         ref, paths, masses, hst[0], hst[1],
         det[i], zz[i],
     )  # fmt: skip
@@ -1145,6 +1279,10 @@ def _step(
         _regime_visits(reg, st, x, is_anom, fp)
         if has_history:
             _profile_learn(st, prof, t, x, dt, learn, fp)
+            fc_nats = 0.5 * z_r * z_r + math.log(sig) + _LN_SQRT_2PI
+            _mix_learn(
+                st, mix, x, x - st[X_PREV], learn, mix_nats, near, z_near, fc_nats, sw * sw, fp
+            )
     if not late:
         # State follows every reading, an anomalous one only through a winsorised copy: an
         # outlier moves it by at most clean_z sigmas, while a persistent change is still
@@ -1162,7 +1300,8 @@ def _step(
 @jit
 def run_batch(
     slots: I64, t: F64, x: F64, state: F64, lags: F64, theta: F64, cov: F64,
-    hst_ref: F32, hst_latest: F32, regimes: F64, profile: F64, prior: F64, fp: F64, ip: I64,
+    hst_ref: F32, hst_latest: F32, regimes: F64, profile: F64, mixture: F64, prior: F64, fp: F64,
+    ip: I64,
     forest: tuple[I64, F64, I64, F64, I64], hst: tuple[I64, F64],
     vals: F64, flags: B, det: F64, zz: F64, feats: F64,
 ) -> None:  # fmt: skip
@@ -1183,5 +1322,5 @@ def run_batch(
     for i in range(slots.shape[0]):
         _step(
             i, slots[i], t[i], x[i], state, lags, theta, cov, hst_ref, hst_latest, regimes,
-            profile, prior, fp, ip, forest, hst, scratch, vals, flags, det, zz, feats,
+            profile, mixture, prior, fp, ip, forest, hst, scratch, vals, flags, det, zz, feats,
         )  # fmt: skip
