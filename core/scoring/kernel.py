@@ -821,8 +821,9 @@ def _mix_learn(
     fc_nats: float, var_floor: float, fp: F64,
 ) -> None:  # fmt: skip
     """Learn from one in-order reading: the within-level noise from every nonzero difference,
-    the components from a normal reading, and the weights from every reading (so a level the
-    sensor keeps returning to becomes familiar, and a one-off value stays rare)."""
+    the components from a normal reading, and the weights from every reading that lands on a
+    component (so a level the sensor keeps returning to becomes familiar, and a one-off value
+    stays rare)."""
     adx = abs(dx)
     if adx > 0.0:
         if st[MX_QLOW] <= 0.0:
@@ -834,7 +835,8 @@ def _mix_learn(
     new = near < 0 or abs(z) > fp[P_MIX_GATE]
     if new:
         # A value no component explains: it replaces the lightest one, as its first value even
-        # if the reading was anomalous (its small weight keeps it surprising until it recurs).
+        # if the reading was anomalous — then with no weight, so the value stays as surprising
+        # as before until readings keep landing there (a new set point, accepted gradually).
         c = 0
         for j in range(1, mix.shape[0]):
             if mix[j, MX_W] < mix[c, MX_W]:
@@ -844,8 +846,9 @@ def _mix_learn(
     for j in range(mix.shape[0]):
         mix[j, MX_W] *= 1.0 - a_w
         total += mix[j, MX_W]
-    mix[c, MX_W] += a_w
-    total += a_w
+    if learn or not new:
+        mix[c, MX_W] += a_w
+        total += a_w
     for j in range(mix.shape[0]):
         mix[j, MX_W] /= total
     if learn or new:
