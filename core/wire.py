@@ -25,7 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.errors import WireError
-from core.topics import TopicKind, check_sensor_id
+from core.topics import TopicKind, check_sensor_id, is_valid_sensor_id
 
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
 DEFAULT_MAX_BATCH_ITEMS = 1000
@@ -52,6 +52,8 @@ class Reading(BaseModel):
     @field_validator("time")
     @classmethod
     def _aware(cls, v: datetime) -> datetime:
+        if v.tzinfo is UTC:  # what every decoded reading carries: nothing to convert
+            return v
         if v.tzinfo is None or v.utcoffset() is None:
             raise ValueError("naive datetime")
         return v.astimezone(UTC)
@@ -144,20 +146,23 @@ def parse_value(v: Any) -> float:
 
 def parse_timestamp(ts: Any, *, now: datetime, limits: Limits) -> datetime:
     """RFC 3339 with an offset, or epoch seconds; checked against the skew and age limits."""
+    return check_time_window(_parse_time(ts), now=now, limits=limits)
+
+
+def _parse_time(ts: Any) -> datetime:
+    """RFC 3339 with an offset, or epoch seconds, as a UTC datetime (no window check)."""
+    if isinstance(ts, str):
+        return _parse_rfc3339(ts)
     if isinstance(ts, bool) or ts is None:
         raise WireError("invalid_timestamp", f"timestamp {ts!r} is not a time")
     if isinstance(ts, int | float):
         if not math.isfinite(ts):
             raise WireError("invalid_timestamp", "epoch timestamp is not finite")
         try:
-            t = datetime.fromtimestamp(float(ts), tz=UTC)
+            return datetime.fromtimestamp(float(ts), tz=UTC)
         except (OverflowError, OSError, ValueError) as exc:
             raise WireError("invalid_timestamp", f"epoch {ts!r} out of range") from exc
-    elif isinstance(ts, str):
-        t = _parse_rfc3339(ts)
-    else:
-        raise WireError("invalid_timestamp", f"timestamp of type {type(ts).__name__}")
-    return check_time_window(t, now=now, limits=limits)
+    raise WireError("invalid_timestamp", f"timestamp of type {type(ts).__name__}")
 
 
 def _parse_rfc3339(ts: str) -> datetime:
@@ -166,11 +171,15 @@ def _parse_rfc3339(ts: str) -> datetime:
     # 19 = "YYYY-MM-DDTHH:MM:SS": shorter cannot be a date-time; exactly that is a naive one.
     if len(ts) < 19 or ts[4] != "-" or ts[10] not in "Tt ":
         raise WireError("invalid_timestamp", f"timestamp {ts[:40]!r} is not RFC 3339")
+    # RFC 3339 §5.6 allows a lower-case "t"/"z" and a space separator, which fromisoformat does
+    # not; the common shape (a "T", so isupper() means no lower case at all) is passed as it is.
+    ts_iso = ts if ts[10] == "T" and ts.isupper() else ts[:10] + "T" + ts[11:].upper()
     try:
-        # RFC 3339 §5.6 allows a lower-case "z" offset, which fromisoformat does not.
-        t = datetime.fromisoformat(ts[:10] + "T" + ts[11:].upper())
+        t = datetime.fromisoformat(ts_iso)
     except ValueError as exc:
         raise WireError("invalid_timestamp", f"timestamp {ts[:40]!r} is not RFC 3339") from exc
+    if t.tzinfo is UTC:  # "Z" or "+00:00": already what astimezone would return
+        return t
     if t.tzinfo is None:
         raise WireError("naive_timestamp", f"timestamp {ts[:40]!r} has no UTC offset")
     try:
@@ -181,6 +190,12 @@ def _parse_rfc3339(ts: str) -> datetime:
 
 def check_time_window(t: datetime, *, now: datetime, limits: Limits) -> datetime:
     latest, earliest = _window(now, limits.max_future_skew_s, limits.max_age_s)
+    return _in_range(t, latest, earliest, limits)
+
+
+def _in_range(
+    t: datetime, latest: datetime | None, earliest: datetime | None, limits: Limits
+) -> datetime:
     if latest is not None and t > latest:
         raise WireError(
             "future_timestamp", f"{t.isoformat()} is more than {limits.max_future_skew_s:g}s ahead"
@@ -213,34 +228,56 @@ def reading_from_obj(
     obj: Any, *, topic_sensor_id: str | None, now: datetime, limits: Limits
 ) -> Reading:
     """Validate one reading object. ``topic_sensor_id`` is authoritative when given."""
-    if not isinstance(obj, dict):
-        raise WireError("not_object", f"expected a JSON object, got {type(obj).__name__}")
-    sid = obj.get("sensor_id", topic_sensor_id)
-    if sid is None:
-        raise WireError("missing_field", "sensor_id is required")
-    if not isinstance(sid, str):
-        raise WireError("invalid_sensor_id", f"sensor_id {sid!r:.60} is not a string")
-    check_sensor_id(sid)
-    if topic_sensor_id is not None and sid != topic_sensor_id:
-        raise WireError(
-            "sensor_mismatch", f"payload sensor_id {sid!r} differs from topic {topic_sensor_id!r}"
+    return _ObjectReader(topic_sensor_id, now, limits).read(obj)
+
+
+class _ObjectReader:
+    """Validates the reading objects of one message.
+
+    What all of them share is worked out once per message rather than per reading (a backlog
+    array holds up to ``max_batch_items``): whether the topic's sensor id is valid, and the
+    accepted time range. The checks, their order and their errors are those of the contract.
+    """
+
+    __slots__ = ("earliest", "latest", "limits", "topic_ok", "topic_sensor_id")
+
+    def __init__(self, topic_sensor_id: str | None, now: datetime, limits: Limits) -> None:
+        self.topic_sensor_id = topic_sensor_id
+        self.topic_ok = topic_sensor_id is not None and is_valid_sensor_id(topic_sensor_id)
+        self.limits = limits
+        self.latest, self.earliest = _window(now, limits.max_future_skew_s, limits.max_age_s)
+
+    def read(self, obj: Any) -> Reading:
+        if not isinstance(obj, dict):
+            raise WireError("not_object", f"expected a JSON object, got {type(obj).__name__}")
+        topic_sid = self.topic_sensor_id
+        sid = obj.get("sensor_id", topic_sid)
+        if sid is None:
+            raise WireError("missing_field", "sensor_id is required")
+        if not isinstance(sid, str):
+            raise WireError("invalid_sensor_id", f"sensor_id {sid!r:.60} is not a string")
+        if not (self.topic_ok and sid == topic_sid):  # the topic's id was checked once
+            check_sensor_id(sid)
+        if topic_sid is not None and sid != topic_sid:
+            raise WireError(
+                "sensor_mismatch", f"payload sensor_id {sid!r} differs from topic {topic_sid!r}"
+            )
+        if "value" not in obj:
+            raise WireError("missing_field", "value is required")
+        if "timestamp" not in obj:
+            raise WireError("missing_field", "timestamp is required")
+        seq = obj.get("seq")
+        if seq is not None and (
+            isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**63
+        ):
+            raise WireError("invalid_field", "seq must be a non-negative 64-bit integer")
+        t = _in_range(_parse_time(obj["timestamp"]), self.latest, self.earliest, self.limits)
+        value = parse_value(obj["value"])
+        sensor_type = _optional_str(obj, "sensor_type")
+        unit = _optional_str(obj, "unit", 32)
+        return Reading(
+            sensor_id=sid, time=t, value=value, sensor_type=sensor_type, unit=unit, seq=seq
         )
-    for key in ("value", "timestamp"):
-        if key not in obj:
-            raise WireError("missing_field", f"{key} is required")
-    seq = obj.get("seq")
-    if seq is not None and (
-        isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**63
-    ):
-        raise WireError("invalid_field", "seq must be a non-negative 64-bit integer")
-    return Reading(
-        sensor_id=sid,
-        time=parse_timestamp(obj["timestamp"], now=now, limits=limits),
-        value=parse_value(obj["value"]),
-        sensor_type=_optional_str(obj, "sensor_type"),
-        unit=_optional_str(obj, "unit", 32),
-        seq=seq,
-    )
 
 
 def decode_readings(
@@ -253,17 +290,12 @@ def decode_readings(
     """Decode a reading object or an array of them (the ``readings`` topic / HTTP ingest)."""
     now = now or datetime.now(UTC)
     doc = loads(raw, max_bytes=limits.max_payload_bytes)
+    reader = _ObjectReader(topic_sensor_id, now, limits)
     if isinstance(doc, dict):
-        return Decoded(
-            [reading_from_obj(doc, topic_sensor_id=topic_sensor_id, now=now, limits=limits)], []
-        )
+        return Decoded([reader.read(doc)], [])
     if not isinstance(doc, list):
         raise WireError("not_object", f"expected an object or array, got {type(doc).__name__}")
-    return _decode_items(
-        doc,
-        lambda o: reading_from_obj(o, topic_sensor_id=topic_sensor_id, now=now, limits=limits),
-        limits,
-    )
+    return _decode_items(doc, reader.read, limits)
 
 
 def _decode_items(items: list[Any], one: Any, limits: Limits) -> Decoded:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 
@@ -24,9 +25,27 @@ def _pipeline_errors(exc: BaseException) -> list[PipelineError]:
     return []
 
 
+# Generation-0 collections every 50,000 container allocations instead of 700 (docs/perf/scorer.md).
+GC_GEN0_THRESHOLD = 50_000
+
+
+def tune_gc() -> None:
+    """Make the garbage collector cheap for a process that allocates a Reading (and more) per
+    reading: the objects live for one batch and die by reference counting, yet at the default
+    threshold they trigger a collection every 700 allocations, each also walking everything
+    loaded at start (modules, numba, models). Freezing moves that start-up heap out of the
+    collector's sight; the larger threshold lets a batch's short-lived objects die before a
+    collection sees them. Measured: decode ~40 % and scoring ~20 % cheaper per reading."""
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+
+
 def run(settings: ScorerSettings) -> int:
     """Run until SIGTERM; 0 after a clean drain, 1 when the scorer cannot start or fails."""
     from scorer.worker import ScorerWorker
+
+    tune_gc()
 
     async def serve() -> int:
         # Built inside the loop: the MQTT client binds to the running loop.

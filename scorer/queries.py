@@ -48,25 +48,31 @@ FROM anomaly_events
 WHERE state = 'open'
 """
 
-# Alerts of a sensor the registry has not seen yet (the ingestor may be behind, or not running):
-# register it bare so the foreign key holds. Never overwrites a registered sensor.
-ENSURE_SENSORS = """
-INSERT INTO sensors (sensor_id)
-SELECT unnest(%(sensor_ids)s::text[])
-ON CONFLICT (sensor_id) DO NOTHING
-"""
-
-# One row per incident. The row summarises the incident at its peak: score and severity only
-# grow, value/band/detectors are those of the highest-scoring event; a resolved incident never
-# reopens (a late, redelivered "open" cannot undo a "resolved").
-UPSERT_EVENT = """
+# Upsert alert events, one row per incident, in ONE statement: with autocommit it is its own
+# transaction, so the COMMIT costs no round trip of its own (one round trip per batch of alerts).
+# The CTE registers sensors the registry has not seen yet (the ingestor may be behind, or not
+# running) so the foreign key holds; it never overwrites a registered sensor. Foreign keys are
+# checked at the end of the statement, after the CTE's rows are in.
+#
+# The row summarises the incident at its peak: score and severity only grow, value/band/detectors
+# are those of the highest-scoring event; a resolved incident never reopens (a late, redelivered
+# "open" cannot undo a "resolved"). One statement may carry each event_id once (ON CONFLICT cannot
+# touch a row twice); ``scorer.storage`` splits repeats into later statements.
+UPSERT_EVENTS = """
+WITH ensured AS (
+    INSERT INTO sensors (sensor_id)
+    SELECT DISTINCT unnest(%(sensor_id)s::text[])
+    ON CONFLICT (sensor_id) DO NOTHING
+)
 INSERT INTO anomaly_events AS a (
     event_id, sensor_id, kind, state, severity, score, value, expected, lower, upper,
     detectors, model_version, opened_at, updated_at, resolved_at, emitted_at)
-VALUES (
-    %(event_id)s, %(sensor_id)s, %(kind)s, %(state)s, %(severity)s, %(score)s, %(value)s,
-    %(expected)s, %(lower)s, %(upper)s, %(detectors)s, %(model_version)s, %(opened_at)s,
-    %(updated_at)s, %(resolved_at)s, %(emitted_at)s)
+SELECT * FROM unnest(
+    %(event_id)s::uuid[], %(sensor_id)s::text[], %(kind)s::text[], %(state)s::text[],
+    %(severity)s::text[], %(score)s::float8[], %(value)s::float8[], %(expected)s::float8[],
+    %(lower)s::float8[], %(upper)s::float8[], %(detectors)s::jsonb[], %(model_version)s::text[],
+    %(opened_at)s::timestamptz[], %(updated_at)s::timestamptz[], %(resolved_at)s::timestamptz[],
+    %(emitted_at)s::timestamptz[])
 ON CONFLICT (event_id) DO UPDATE SET
     state = CASE WHEN a.state = 'resolved' THEN 'resolved' ELSE EXCLUDED.state END,
     resolved_at = COALESCE(a.resolved_at, EXCLUDED.resolved_at),

@@ -29,9 +29,10 @@ class ScorerSettings(Settings):
     scorer_metrics_host: str = "127.0.0.1"
     scorer_metrics_port: int = Field(9102, ge=0, le=65535)
     scorer_batch_size: int = Field(2000, ge=1, le=100_000)
-    # How long a batch may wait for more readings once it has one. Batches also form on their own
-    # while the previous one is being scored, so a small linger is enough under load.
-    scorer_batch_max_age_ms: float = Field(2.0, ge=0.0, le=1000.0)
+    # How long a batch may wait for more readings once it has one. None by default: batches form
+    # on their own while the previous one is being scored, and a linger only delays the reading
+    # that starts each batch (measured as the "wait" stage of an alert, docs/perf/scorer.md).
+    scorer_batch_max_age_ms: float = Field(0.0, ge=0.0, le=1000.0)
     # QoS of the readings subscription. 0 by default: the scorer runs a clean session, so QoS 1
     # would not redeliver anything across a reconnect, and on a live TCP connection QoS 0 loses
     # nothing; it only saves a PUBACK per reading (a packet, a syscall, and paho/asyncio

@@ -199,20 +199,43 @@ def event_row(e: AnomalyEvent) -> dict[str, Any]:
 
 
 async def store_events(pool: AsyncConnectionPool, events: list[AnomalyEvent]) -> None:
-    """Upsert events (one transaction); registers unknown sensors first for the foreign key."""
+    """Upsert events, committed when this returns; registers unknown sensors for the foreign key.
+
+    One autocommitted statement per round of distinct event ids (nearly always one): each is
+    atomic on its own, and a failure part-way is safe to retry whole, since the upsert of an
+    event already stored changes nothing (scores and times only grow, resolved stays resolved).
+    """
     if not events:
         return
     try:
         # A short wait for a connection: the caller retries with backoff, and a failed attempt
         # is counted and logged rather than hidden in a 30 s pool wait.
-        async with (
-            pool.connection(timeout=STORE_CONNECT_TIMEOUT_S) as conn,
-            conn.transaction(),
-            conn.cursor() as cur,
-        ):
-            await cur.execute(
-                queries.ENSURE_SENSORS, {"sensor_ids": sorted({e.sensor_id for e in events})}
-            )
-            await cur.executemany(queries.UPSERT_EVENT, [event_row(e) for e in events])
+        async with pool.connection(timeout=STORE_CONNECT_TIMEOUT_S) as conn:
+            await conn.set_autocommit(True)  # client-side only: no round trip
+            try:
+                for chunk in _rounds(events):
+                    await conn.execute(queries.UPSERT_EVENTS, _columns(chunk))
+            finally:
+                if not conn.broken:  # (a broken one is discarded by the pool)
+                    await conn.set_autocommit(False)  # how the pool's other users expect it
     except psycopg.Error as exc:
         raise StorageError(f"storing {len(events)} alert event(s) failed: {exc}") from exc
+
+
+def _rounds(events: list[AnomalyEvent]) -> list[list[AnomalyEvent]]:
+    """Split events so no round repeats an event id, keeping each id's events in order."""
+    rounds: list[list[AnomalyEvent]] = []
+    seen: dict[str, int] = {}
+    for e in events:
+        k = seen.get(e.event_id, 0)
+        seen[e.event_id] = k + 1
+        if k == len(rounds):
+            rounds.append([])
+        rounds[k].append(e)
+    return rounds
+
+
+def _columns(events: list[AnomalyEvent]) -> dict[str, list[Any]]:
+    """The rows of ``events`` as one array per column (the parameters of ``UPSERT_EVENTS``)."""
+    rows = [event_row(e) for e in events]
+    return {key: [r[key] for r in rows] for key in rows[0]}

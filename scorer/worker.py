@@ -30,6 +30,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import repeat
 
 import aiomqtt
 from prometheus_client import CollectorRegistry
@@ -558,13 +559,11 @@ class ScorerWorker:
         scores = models.scorer.score_batch(readings)
         result.scored += len(scores)
         observe = self.alerts.observe
+        last_at, received_at = None, now
         for score, at in zip(scores, arrived, strict=True):
-            events = observe(
-                score,
-                model_version=version,
-                now=now,
-                received_at=datetime.fromtimestamp(at, UTC),
-            )
+            if at != last_at:  # the readings of one message share their arrival
+                last_at, received_at = at, datetime.fromtimestamp(at, UTC)
+            events = observe(score, model_version=version, now=now, received_at=received_at)
             if events:
                 result.events.extend((e, at if live else None) for e in events)
         if models.shadow is not None and models.tally is not None:
@@ -586,7 +585,7 @@ class ScorerWorker:
                 continue
             for err in decoded.errors:
                 result.rejected[err.reason] = result.rejected.get(err.reason, 0) + 1
-            pairs.extend((r, arrived) for r in decoded.readings)
+            pairs.extend(zip(decoded.readings, repeat(arrived)))
         return self._causal(pairs, result)
 
     def _causal(
@@ -660,13 +659,30 @@ class ScorerWorker:
 
     async def _deliver(self, pool: AsyncConnectionPool, items: list[Outbound]) -> None:
         events = [e for e, _ in items]
+        t_store = time.time()
         # Database first: an alert that was published but not stored could be re-derived and
         # published again after a crash; stored-then-published cannot be duplicated.
         if not await self._retry("store", lambda: store_events(pool, events)):
             return
+        t_stored = time.time()
         for event, arrived in items:
+            t_publish = time.time()
             if await self._retry("publish", _bind(self._publish, event)):
                 self._count_alert(event, arrived)
+                if arrived is not None and _timed(event):
+                    self._observe_stages(event, arrived, t_store, t_stored, t_publish)
+
+    def _observe_stages(
+        self, event: AnomalyEvent, arrived: float, t_store: float, t_stored: float, t_publish: float
+    ) -> None:
+        """Where this alert's time went (wall clock, seconds): the event's ``emitted_at`` is
+        when the batch that raised it started."""
+        stage = self.metrics.alert_stage
+        started = event.emitted_at.timestamp()
+        stage.labels("wait").observe(max(0.0, started - arrived))
+        stage.labels("process").observe(max(0.0, t_store - started))
+        stage.labels("store").observe(t_stored - t_store)
+        stage.labels("publish").observe(time.time() - t_publish)
 
     async def _publish(self, event: AnomalyEvent) -> None:
         await asyncio.wait_for(self._connected.wait(), self._timeout_s())
@@ -698,12 +714,17 @@ class ScorerWorker:
             m.alerts_updated.labels(event.kind, event.severity).inc()
         else:
             m.alerts_resolved.labels(event.kind, event.severity).inc()
-        # Live anomaly alerts only: a deadman alert has no reading behind it, and a caught-up
-        # one (no arrival time) measures the outage rather than the service.
-        if event.kind == "anomaly" and event.state != "resolved" and arrived is not None:
+        if arrived is not None and _timed(event):
             now = time.time()
             m.alert_latency.labels("device").observe(max(0.0, now - event.timestamp.timestamp()))
             m.alert_latency.labels("received").observe(max(0.0, now - arrived))
+
+
+def _timed(event: AnomalyEvent) -> bool:
+    """Whether an alert with an arrival time measures the service: anomaly alerts that open or
+    update. A deadman alert has no reading behind it, and a caught-up one (no arrival time)
+    measures the outage rather than the service."""
+    return event.kind == "anomaly" and event.state != "resolved"
 
 
 def _bind(

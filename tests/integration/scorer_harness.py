@@ -27,6 +27,11 @@ from core.topics import ALERTS_FILTER, status_topic
 from core.wire import AnomalyEvent, Reading, decode_event, encode_reading, encode_readings
 from tests.servers import REPO, free_port
 
+# The scorer's environment in the integration tests: a clearing window long enough that a level
+# shift the scorer adapts to (≈20 readings in) and its return to normal stay one incident; see
+# docs/perf/scorer.md.
+ALERT_ENV = {"ALERT_CLEAR_READINGS": "30"}
+
 
 def build_models(models_dir: Path, *, seed: int = 11) -> None:
     """Fit and activate a detector and a forecaster on clean simulated history, in the registry

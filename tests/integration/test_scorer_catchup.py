@@ -4,7 +4,7 @@ PostgreSQL, the real ``python -m scorer`` process)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,12 +17,10 @@ from tests.integration.scorer_harness import (
     AlertListener,
     Publisher,
     ScorerProcess,
-    build_models,
     event_rows,
     store_history,
 )
 from tests.integration.test_scorer_service import (
-    ALERT_ENV,
     HISTORY_TICKS,
     replay,
     shifted,
@@ -34,40 +32,6 @@ pytestmark = pytest.mark.integration
 
 SCORED = "sensorpipe_scorer_readings_scored_total"
 CATCHUPS = "sensorpipe_scorer_catchups_total"
-
-
-@pytest.fixture(scope="module")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("models")
-    build_models(path)
-    return path
-
-
-@pytest.fixture
-def mqtt(broker_factory: Callable[..., MosquittoServer]) -> MosquittoServer:
-    return broker_factory()
-
-
-@pytest.fixture
-def scorer_factory(
-    db_url: str, mqtt: MosquittoServer, models_dir: Path, tmp_path: Path
-) -> Iterator[Callable[..., ScorerProcess]]:
-    made: list[ScorerProcess] = []
-
-    def make(**env: str) -> ScorerProcess:
-        proc = ScorerProcess(
-            db_url=db_url,
-            mqtt_url=mqtt.url,
-            models_dir=models_dir,
-            log_path=tmp_path / "scorer.log",
-            **{**ALERT_ENV, **env},
-        )
-        made.append(proc)
-        return proc.start()
-
-    yield make
-    for p in made:
-        p.stop()
 
 
 def publish(url: str, readings: list[Reading]) -> None:

@@ -15,10 +15,10 @@ import pytest
 from core.wire import AnomalyEvent, Reading
 from simulators import Incident, Simulator, make_sensors
 from tests.integration.scorer_harness import (
+    ALERT_ENV,
     AlertListener,
     Publisher,
     ScorerProcess,
-    build_models,
     event_rows,
     store_history,
 )
@@ -27,9 +27,6 @@ from tests.servers import MosquittoServer, PgServer
 pytestmark = pytest.mark.integration
 
 HISTORY_TICKS = 300  # stored before the scorer starts: warm start covers the 100-reading warm-up
-# Long enough that a level shift the scorer adapts to (≈20 readings in) and its return to normal
-# stay one incident; see docs/perf/scorer.md.
-ALERT_ENV = {"ALERT_CLEAR_READINGS": "30"}
 # Budgets of the incident test. The service itself is held to exact parity with the library;
 # these figures are the detector's (core.scoring) quality on this seed, stated so a regression
 # shows: at least 80 % of incidents alerted, 80 % of incidents with exactly one alert (a long level
@@ -39,18 +36,6 @@ MIN_RECALL = 0.8
 MIN_SINGLE = 0.8
 FALSE_ALERTS_PER_1000 = 1.0
 GRACE = timedelta(seconds=35)
-
-
-@pytest.fixture(scope="module")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("models")
-    build_models(path)
-    return path
-
-
-@pytest.fixture
-def mqtt(broker_factory: Callable[..., MosquittoServer]) -> MosquittoServer:
-    return broker_factory()
 
 
 @pytest.fixture
@@ -65,28 +50,6 @@ def publisher(mqtt: MosquittoServer) -> Iterator[Publisher]:
     pub = Publisher(mqtt.url)
     yield pub
     pub.close()
-
-
-@pytest.fixture
-def scorer_factory(
-    db_url: str, mqtt: MosquittoServer, models_dir: Path, tmp_path: Path
-) -> Iterator[Callable[..., ScorerProcess]]:
-    made: list[ScorerProcess] = []
-
-    def make(**env: str) -> ScorerProcess:
-        proc = ScorerProcess(
-            db_url=db_url,
-            mqtt_url=mqtt.url,
-            models_dir=models_dir,
-            log_path=tmp_path / "scorer.log",
-            **{**ALERT_ENV, **env},
-        )
-        made.append(proc)
-        return proc.start()
-
-    yield make
-    for p in made:
-        p.stop()
 
 
 def intervals(events: list[AnomalyEvent]) -> dict[str, tuple[str, datetime, datetime | None]]:

@@ -74,9 +74,45 @@ def test_offsets_are_normalised_to_utc() -> None:
     assert r.time.tzinfo is UTC
 
 
-@pytest.mark.parametrize("ts", ["2026-11-25t09:59:00z", "2026-11-25 09:59:00Z"])
+@pytest.mark.parametrize(
+    "ts",
+    [
+        "2026-11-25t09:59:00z",
+        "2026-11-25 09:59:00Z",
+        "2026-11-25T09:59:00z",  # upper-case "T", lower-case "z": not the common shape
+        "2026-11-25T09:59:00+00:00",
+        "2026-11-25T09:59:00-00:00",
+    ],
+)
 def test_rfc3339_variants_accepted(ts: str) -> None:
-    assert one(reading_json(timestamp=ts)).time == datetime(2026, 11, 25, 9, 59, tzinfo=UTC)
+    r = one(reading_json(timestamp=ts))
+    assert r.time == datetime(2026, 11, 25, 9, 59, tzinfo=UTC)
+    assert r.time.tzinfo is UTC
+
+
+def test_every_item_of_an_array_is_checked_against_an_invalid_topic_id() -> None:
+    # The topic's id is validated once per message: an item that repeats an invalid one must
+    # still be rejected, item by item.
+    bad = "bad id"
+    items = [{"sensor_id": bad, "value": 1.0, "timestamp": "2026-11-25T09:00:00Z"}] * 2
+    d = decode_readings(json.dumps(items), topic_sensor_id=bad, now=NOW)
+    assert d.readings == []
+    assert [(e.index, e.reason) for e in d.errors] == [
+        (0, "invalid_sensor_id"),
+        (1, "invalid_sensor_id"),
+    ]
+
+
+def test_every_item_of_an_array_is_checked_against_the_time_window() -> None:
+    items = [
+        {"value": 1.0, "timestamp": "2026-11-25T09:59:00Z"},
+        {"value": 2.0, "timestamp": "2026-11-25T10:06:00Z"},  # beyond the 5 min skew
+        {"value": 3.0, "timestamp": "2020-01-01T00:00:00Z"},  # older than retention
+        {"value": 4.0, "timestamp": "2026-11-25T10:00:00Z"},
+    ]
+    d = decode_readings(json.dumps(items), topic_sensor_id=SID, now=NOW)
+    assert [r.value for r in d.readings] == [1.0, 4.0]
+    assert [(e.index, e.reason) for e in d.errors] == [(1, "future_timestamp"), (2, "too_old")]
 
 
 @pytest.mark.parametrize("epoch", [1795600740, 1795600740.5])
