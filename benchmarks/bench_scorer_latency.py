@@ -19,16 +19,25 @@ PostgreSQL), against the real ``python -m scorer`` process:
    the scorer). Receivers: the scorer itself, and a bare client with the scorer's MQTT settings
    that only counts messages, through aiomqtt's message iterator and through the tap the scorer
    uses (``scorer.mqtt.tap_messages`` + ``buffer_reads``): the most any aiomqtt/paho consumer
-   gets through in one Python process here.
+   gets through in one Python process here. With it, the share of the time the scorer's batch
+   step was busy (its ``batch_seconds``) and its mean batch size.
+5. **Where an alert's time goes**: the scorer's ``alert_stage_seconds`` histogram over each
+   latency phase (wait, process, store, publish), and the subscriber's split of each latency at
+   the event's ``emitted_at`` (when its batch started).
+6. **Raw costs in this process**: ``core.wire.decode``, ``score_batch`` by batch size, the whole
+   batch step (``ScorerWorker._process``) per reading, and ``store_events`` for one event on the
+   same PostgreSQL with ``fsync`` off and on and with ``synchronous_commit = off``.
 
     .venv/bin/python benchmarks/bench_scorer_latency.py --quick   # a few seconds per figure
     .venv/bin/python benchmarks/bench_scorer_latency.py           # the figures of docs/perf
+    .venv/bin/python benchmarks/bench_scorer_latency.py --quick --only throughput --profile /tmp/p
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import platform
 import shutil
@@ -38,14 +47,17 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.topics import TopicKind
 from core.wire import Reading, decode_event, encode_reading, encode_readings
 from simulators import Simulator, make_sensors
 from tests.integration.scorer_harness import (
@@ -57,7 +69,7 @@ from tests.integration.scorer_harness import (
 from tests.servers import MosquittoServer, PgServer, migrate
 
 HISTORY_TICKS = 150
-SPIKE_EVERY = 250  # one injected spike per this many readings
+SPIKE_EVERY = 250  # one injected spike per this many readings (--spike-every)
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -138,8 +150,12 @@ class AlertTimer:
     """Subscriber of ``alerts/+`` matching each opening alert to its reading's publish time."""
 
     def __init__(self, url: str) -> None:
-        self.sent: dict[tuple[str, datetime], float] = {}
+        self.sent: dict[tuple[str, datetime], tuple[float, float]] = {}  # perf_counter, time
         self.lat: list[float] = []
+        # The same latency split at the event's emitted_at (when the scorer's batch started;
+        # one machine, one wall clock): publish → batch start, batch start → alert received.
+        self.before_batch: list[float] = []
+        self.after_batch: list[float] = []
         self.unmatched = 0
         self.spiked: set[str] = set()
         self.client = _client(url, "bench-alerts", max_inflight=1000)
@@ -148,15 +164,22 @@ class AlertTimer:
         self.client.loop_start()
 
     def _on(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        t = time.perf_counter()
+        t, wall = time.perf_counter(), time.time()
         e = decode_event(bytes(msg.payload))
         if e.state != "open" or e.kind != "anomaly":
             return
-        t0 = self.sent.get((e.sensor_id, e.timestamp))
-        if t0 is None:
+        sent = self.sent.get((e.sensor_id, e.timestamp))
+        if sent is None:
             self.unmatched += 1
         else:
-            self.lat.append((t - t0) * 1000)
+            self.lat.append((t - sent[0]) * 1000)
+            started = e.emitted_at.timestamp()
+            self.before_batch.append((started - sent[1]) * 1000)
+            self.after_batch.append((wall - started) * 1000)
+
+    def clear(self) -> None:
+        for xs in (self.lat, self.before_batch, self.after_batch):
+            xs.clear()
 
     def close(self) -> None:
         self.client.loop_stop()
@@ -170,17 +193,18 @@ def service_latency(
     seconds: float,
     timer: AlertTimer,
     spread: dict[str, float],
+    spike_every: int,
 ) -> int:
     """Publish ticks of the simulator at ``rate`` readings/s with injected spikes; returns
     how many spikes were sent (their alerts are timed by ``timer``)."""
     pub = _client(url, "bench-pub", max_inflight=1000)
     pub.loop_start()
     n = int(rate * seconds)
-    timer.lat.clear()
+    timer.clear()
     spikes = 0
     start = time.perf_counter()
     i = 0
-    next_spike = SPIKE_EVERY // 2
+    next_spike = spike_every // 2
     while i < n:
         for s in sim.tick():
             if i >= n:
@@ -190,15 +214,61 @@ def service_latency(
             if i >= next_spike and r.sensor_id not in timer.spiked:
                 r = r.model_copy(update={"value": r.value + 40.0 * spread[r.sensor_id]})
                 timer.spiked.add(r.sensor_id)
-                next_spike = i + SPIKE_EVERY
+                next_spike = i + spike_every
                 spikes += 1
             _sleep_until(start + i / rate)
-            timer.sent[(r.sensor_id, r.time)] = time.perf_counter()
+            timer.sent[(r.sensor_id, r.time)] = (time.perf_counter(), time.time())
             pub.publish(f"sensors/{r.sensor_id}/readings", encode_reading(r), qos=1)
             i += 1
     pub.loop_stop()
     pub.disconnect()
     return spikes
+
+
+STAGES = ("wait", "process", "store", "publish")
+STAGE_METRIC = "sensorpipe_scorer_alert_stage_seconds"
+
+
+def stage_histograms(proc: ScorerProcess) -> dict[str, dict[str, float]]:
+    """The scorer's per-alert stage histogram: ``{stage: {le or "sum"/"count": value}}``."""
+    url = f"http://127.0.0.1:{proc.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    out: dict[str, dict[str, float]] = {s: {} for s in STAGES}
+    for line in text.splitlines():
+        if not line.startswith(STAGE_METRIC):
+            continue
+        name_labels, value = line.rsplit(" ", 1)
+        labels = dict(kv.split("=", 1) for kv in name_labels.split("{", 1)[1][:-1].split(","))
+        stage = labels["stage"].strip('"')
+        suffix = name_labels.split("{", 1)[0][len(STAGE_METRIC) + 1 :]
+        if suffix not in ("bucket", "sum", "count"):  # _created
+            continue
+        key = labels["le"].strip('"') if suffix == "bucket" else suffix
+        out[stage][key] = float(value)
+    return out
+
+
+def stage_rows(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], rate: str
+) -> list[str]:
+    """Per stage, over the alerts between two snapshots: n, mean, and the bucket bounds that
+    hold the median and the 99th percentile (a histogram gives no finer quantiles)."""
+    rows = []
+    for stage in STAGES:
+        delta = {k: v - before[stage].get(k, 0.0) for k, v in after[stage].items()}
+        n = delta.get("count", 0.0)
+        mean = 1000 * delta.get("sum", 0.0) / n if n else float("nan")
+        bounds = sorted((float(k), v) for k, v in delta.items() if k not in ("sum", "count"))
+        p50, p99 = (_bucket_bound(bounds, q * n) for q in (0.5, 0.99))
+        rows.append(f"| {stage} | {rate} | {n:.0f} | {mean:.2f} | {p50} | {p99} |")
+    return rows
+
+
+def _bucket_bound(bounds: list[tuple[float, float]], count: float) -> str:
+    """The upper bound (ms) of the first bucket holding at least ``count`` observations."""
+    hit = next((b for b, c in bounds if c >= count), float("inf"))
+    return f"≤ {1000 * hit:g}"
 
 
 def wait_idle(proc: ScorerProcess, timeout_s: float = 300.0) -> None:
@@ -268,19 +338,86 @@ def preload(url: str, pid: int, msgs: list[tuple[str, bytes]]) -> None:
 
 def throughput_preloaded(
     url: str, proc: ScorerProcess, sim: Simulator, n: int, per_message: int
-) -> float:
-    """Readings/s of the scorer working off ``n`` readings the broker already holds."""
+) -> tuple[float, float, float]:
+    """Readings/s of the scorer working off ``n`` readings the broker already holds, with the
+    share of that time its batch step (decode, score, alerts: ``batch_seconds``) took and the
+    mean batch size in messages."""
     readings: list[Reading] = []
     while len(readings) < n:
         readings.extend(s.reading for s in sim.tick())
     wait_idle(proc)
-    before = proc.metric("sensorpipe_scorer_readings_scored_total")
+    counters = (
+        "sensorpipe_scorer_readings_scored_total",
+        "sensorpipe_scorer_batch_seconds_sum",
+        "sensorpipe_scorer_batch_size_sum",
+        "sensorpipe_scorer_batch_size_count",
+    )
+    before = [proc.metric(c) for c in counters]
     assert proc.proc is not None
     preload(url, proc.proc.pid, messages(readings, per_message))
     start = time.perf_counter()
     proc.proc.send_signal(signal.SIGCONT)
-    proc.wait_metric("sensorpipe_scorer_readings_scored_total", before + len(readings), 600)
-    return len(readings) / (time.perf_counter() - start)
+    proc.wait_metric(counters[0], before[0] + len(readings), 600)
+    elapsed = time.perf_counter() - start
+    _, busy_s, msgs, batches = (proc.metric(c) - b for c, b in zip(counters, before, strict=True))
+    return len(readings) / elapsed, busy_s / elapsed, msgs / max(batches, 1.0)
+
+
+class ProfiledScorer(ScorerProcess):
+    """The scorer under cProfile (``--profile``): ``python <this file> --profiled-scorer PREFIX``.
+    SIGUSR1 starts profiling, SIGUSR2 stops it and writes ``PREFIX.main.prof`` (the event loop
+    thread) and ``PREFIX.thread.prof`` (the batch thread calls: decode, score, alerts)."""
+
+    def __init__(self, prefix: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.prefix = prefix
+
+    def start(self) -> ScorerProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--profiled-scorer", self.prefix],
+            env=self.env,
+            cwd=Path(__file__).resolve().parents[1],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        return self
+
+
+def _profiled_scorer(prefix: str) -> int:
+    """Child of ``ProfiledScorer``: the scorer's ``main()`` with the two profilers attached."""
+    import cProfile
+
+    from scorer import worker
+    from scorer.__main__ import main as scorer_main
+
+    # CPU time of the calling thread: wall time would bill waits (and SIGSTOP) to whatever runs.
+    loop_prof = cProfile.Profile(time.thread_time)
+    thread_prof = cProfile.Profile(time.thread_time)
+    on = threading.Event()
+    process = worker.ScorerWorker._process
+
+    def profiled(self: worker.ScorerWorker, *a: Any) -> worker.BatchResult:
+        if not on.is_set():
+            return process(self, *a)
+        result: worker.BatchResult = thread_prof.runcall(process, self, *a)
+        return result
+
+    def start(*_: object) -> None:
+        on.set()
+        loop_prof.enable()
+
+    def stop(*_: object) -> None:
+        loop_prof.disable()
+        on.clear()
+        loop_prof.dump_stats(prefix + ".main.prof")
+        thread_prof.dump_stats(prefix + ".thread.prof")
+
+    worker.ScorerWorker._process = profiled  # type: ignore[method-assign, assignment]
+    signal.signal(signal.SIGUSR1, start)
+    signal.signal(signal.SIGUSR2, stop)
+    return scorer_main()
 
 
 def receive_floor(url: str, sim: Simulator, n: int, mode: str) -> float:
@@ -363,6 +500,9 @@ def library_rate(models_dir: Path, sim: Simulator, n: int) -> float:
     for t in ticks[:HISTORY_TICKS]:
         scorer.score_batch(t)
     rest = ticks[HISTORY_TICKS:]
+    # The warm-up's garbage collected now, not by a full collection inside the timed loop (it
+    # walks the whole heap and halved this figure in one run).
+    gc.collect()
     start = time.perf_counter()
     for t in rest:
         scorer.score_batch(t)
@@ -371,7 +511,6 @@ def library_rate(models_dir: Path, sim: Simulator, n: int) -> float:
 
 def stage_costs(models_dir: Path, sim: Simulator) -> list[tuple[str, float]]:
     """Raw per-reading costs of the scorer's stages in this process (µs per reading)."""
-    from core.topics import TopicKind
     from core.wire import decode
     from scorer.models import load_models
 
@@ -381,6 +520,7 @@ def stage_costs(models_dir: Path, sim: Simulator) -> list[tuple[str, float]]:
         scorer.score_batch(t)
     probe = ticks[HISTORY_TICKS]
     payloads = [(encode_reading(r), r.sensor_id) for r in probe]
+    gc.collect()  # as in library_rate
     t0 = time.perf_counter()
     for raw, sid in payloads:
         decode(TopicKind.READINGS, raw, topic_sensor_id=sid, now=probe[0].time)
@@ -394,6 +534,115 @@ def stage_costs(models_dir: Path, sim: Simulator) -> list[tuple[str, float]]:
     return [(name, 1e6 * sec) for name, sec in out]
 
 
+def process_cost(models_dir: Path, sensors: int, per_message: int, n: int) -> float:
+    """µs per reading of the scorer's whole batch step (``ScorerWorker._process``: decode, the
+    causal filter, ``score_batch``, the alert machine) on messages of ``per_message`` readings
+    of one sensor, in batches of the service's default size, warm. No I/O, this process (with
+    the scorer's garbage-collector settings)."""
+    from scorer.__main__ import tune_gc
+    from scorer.models import load_models
+    from scorer.settings import ScorerSettings
+    from scorer.worker import Inbound, ScorerWorker
+
+    async def build() -> ScorerWorker:  # the worker's MQTT client binds to a running loop
+        settings = ScorerSettings(
+            database_url="postgresql://unused", mqtt_url="mqtt://unused", models_dir=str(models_dir)
+        )
+        return ScorerWorker(settings)
+
+    tune_gc()
+    worker = asyncio.run(build())
+    worker.models = load_models(models_dir, alert_config=worker.settings.alert_config)
+    # Its own simulated sensors, timed so the last reading is not in the future (decode checks).
+    ticks = HISTORY_TICKS + n // sensors + 2
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=ticks)
+    sim = Simulator(make_sensors(sensors, prefix="proc"), seed=5, interval_s=1.0, start=start)
+    history: dict[str, list[tuple[datetime, float]]] = {}
+    for _ in range(HISTORY_TICKS):
+        for s in sim.tick():
+            history.setdefault(s.reading.sensor_id, []).append((s.reading.time, s.reading.value))
+    worker.models.scorer.warm_start_many(history)
+    readings: list[Reading] = []
+    while len(readings) < n:
+        readings.extend(s.reading for s in sim.tick())
+    kind = TopicKind.READINGS
+    inbound: list[Inbound] = [
+        (time.time(), kind, topic.split("/")[1], payload)
+        for topic, payload in messages(readings, per_message)
+    ]
+    size = worker.settings.scorer_batch_size
+    t0 = time.perf_counter()
+    scored = 0
+    for k in range(0, len(inbound), size):
+        scored += worker._process(inbound[k : k + size], False).scored
+    return 1e6 * (time.perf_counter() - t0) / scored
+
+
+def store_costs(
+    pg: PgServer, db: str, sensor_ids: list[str], n: int
+) -> list[tuple[str, float, float]]:
+    """Per call of ``scorer.storage.store_events`` with one new event (upsert + COMMIT, a pool
+    like the scorer's), in ms: the bench's PostgreSQL as it runs the service (``fsync = off``),
+    then with ``fsync = on`` (a production server), then that with ``synchronous_commit = off``
+    for the role (what ``SET LOCAL`` on the alert transaction would do; not the default)."""
+    import psycopg
+
+    variants = [
+        ("fsync = off (this benchmark's server)", "off", "on"),
+        ("fsync = on, synchronous_commit = on (production durability)", "on", "on"),
+        ("fsync = on, synchronous_commit = off (weaker: not used)", "on", "off"),
+    ]
+    out = []
+    with psycopg.connect(pg.dsn(), autocommit=True) as admin:
+        try:
+            for k, (name, fsync, sync_commit) in enumerate(variants):
+                admin.execute(f"ALTER SYSTEM SET fsync = {fsync}")
+                admin.execute(f"ALTER ROLE postgres SET synchronous_commit = {sync_commit}")
+                admin.execute("SELECT pg_reload_conf()")
+                times = asyncio.run(_time_stores(db, sensor_ids[k * n : (k + 1) * n]))
+                out.append((name, 1000 * pct(times, 0.5), 1000 * pct(times, 0.99)))
+        finally:
+            admin.execute("ALTER SYSTEM RESET fsync")
+            admin.execute("ALTER ROLE postgres RESET synchronous_commit")
+            admin.execute("SELECT pg_reload_conf()")
+    return out
+
+
+async def _time_stores(db: str, sensor_ids: list[str]) -> list[float]:
+    """Seconds per ``store_events`` call, one new open event per sensor, one at a time."""
+    from core.db import async_pool
+    from core.wire import AnomalyEvent, new_event_id
+    from scorer.storage import store_events
+
+    now = datetime.now(UTC)
+    events = [
+        AnomalyEvent(
+            event_id=new_event_id(sid, now),
+            sensor_id=sid,
+            timestamp=now,
+            value=1.0,
+            score=0.95,
+            severity="critical",
+            state="open",
+            expected=0.0,
+            lower=-1.0,
+            upper=1.0,
+            detectors={"forecast_residual": 0.99, "isolation_forest": 0.8},
+            model_version="anomaly_detector:v1",
+            emitted_at=now,
+        )
+        for sid in sensor_ids
+    ]
+    times = []
+    async with async_pool(db, min_size=1, max_size=1, name="bench-store") as pool:
+        await store_events(pool, events[:1])  # a warm connection, as in the scorer
+        for e in events[1:]:
+            t0 = time.perf_counter()
+            await store_events(pool, [e])
+            times.append(time.perf_counter() - t0)
+    return times
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -401,10 +650,25 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a few seconds per figure")
     ap.add_argument("--sensors", type=int, default=1000)
+    ap.add_argument("--only", choices=("latency", "throughput"), help="one part of the run")
+    ap.add_argument(
+        "--spike-every", type=int, default=SPIKE_EVERY, help="more alerts: firmer percentiles"
+    )
+    ap.add_argument(
+        "--scorer-env", action="append", default=[], metavar="NAME=VALUE", help="for the scorer"
+    )
+    ap.add_argument(
+        "--profile",
+        metavar="PREFIX",
+        help="profile the scorer (cProfile) over the preloaded 50-per-message backlog",
+    )
     ap.add_argument("--receive", nargs=3, metavar=("URL", "N", "MODE"), help=argparse.SUPPRESS)
+    ap.add_argument("--profiled-scorer", metavar="PREFIX", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.receive:  # the child process of receive_floor
         return _receive(args.receive[0], int(args.receive[1]), args.receive[2])
+    if args.profiled_scorer:  # the child process of ProfiledScorer
+        return _profiled_scorer(args.profiled_scorer)
     seconds = 3.0 if args.quick else 6.0
     tput_n = 10_000 if args.quick else 30_000
     warnings.simplefilter("ignore", RuntimeWarning)
@@ -427,12 +691,12 @@ def main() -> int:
             "| path | rate (readings/s) | n | p50 ms | p99 ms | max ms | note |",
             "|---|---|---|---|---|---|---|",
         ]
-        for rate in (1000.0, 5000.0):
+        for rate in (1000.0, 5000.0) if args.only != "throughput" else ():
             lat = two_hop_floor(broker.url, rate, seconds)
             lines.append(row("two-hop MQTT floor (relay, no scoring)", f"{rate:,.0f}", lat))
 
         total_ticks = (
-            HISTORY_TICKS + int(6000 * seconds / args.sensors) + 8 * tput_n // args.sensors + 10
+            HISTORY_TICKS + int(6000 * seconds / args.sensors) + 8 * tput_n // args.sensors + 210
         )
         start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=total_ticks)
         sim = Simulator(
@@ -455,71 +719,106 @@ def main() -> int:
             for s in sim.sensors
         }
 
-        proc = ScorerProcess(
-            db_url=db,
-            mqtt_url=broker.url,
-            models_dir=models,
-            log_path=tmp / "scorer.log",
-            LOG_LEVEL="WARNING",
-        )
+        kwargs: dict[str, Any] = {
+            "db_url": db,
+            "mqtt_url": broker.url,
+            "models_dir": models,
+            "log_path": tmp / "scorer.log",
+            "LOG_LEVEL": "WARNING",
+            **dict(kv.split("=", 1) for kv in args.scorer_env),
+        }
+        proc = ProfiledScorer(args.profile, **kwargs) if args.profile else ScorerProcess(**kwargs)
         scorers.append(proc.start())
         proc.wait_metric("sensorpipe_scorer_warm_start_readings", 1, 120)
         timer = AlertTimer(broker.url)
         time.sleep(1.0)
-        for rate in (1000.0, 5000.0):
+        split = [
+            "| part of publish → alert (subscriber's view) | rate | n | p50 ms | p99 ms "
+            "| max ms | note |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        stages = [
+            "| stage (the scorer's histogram) | rate | n | mean ms | p50 ms | p99 ms |",
+            "|---|---|---|---|---|---|",
+        ]
+        for rate in (1000.0, 5000.0) if args.only != "throughput" else ():
             wait_idle(proc)
-            spikes = service_latency(broker.url, sim, rate, seconds, timer, spread)
+            hist0 = stage_histograms(proc)
+            spikes = service_latency(
+                broker.url, sim, rate, seconds, timer, spread, args.spike_every
+            )
             wait_idle(proc)
             time.sleep(0.5)  # the last alerts' round trip
             lat = list(timer.lat)
-            lines.append(
-                row(
-                    "publish → alert (scorer)",
-                    f"{rate:,.0f}",
-                    lat,
-                    f"{len(lat)} alerts of {spikes} spikes",
-                )
-            )
+            label = f"{rate:,.0f}"
+            note = f"{len(lat)} alerts of {spikes} spikes"
+            lines.append(row("publish → alert (scorer)", label, lat, note))
+            split.append(row("publish → scorer batch start", label, timer.before_batch))
+            split.append(row("scorer batch start → alert received", label, timer.after_batch))
+            stages.extend(stage_rows(hist0, stage_histograms(proc), label))
         timer.close()
         print("\n".join(lines))
+        print("\n" + "\n".join(split))
+        print("\n" + "\n".join(stages))
 
-        print("\n| throughput | readings/s |\n|---|---|")
-        for per in (1, 50):
-            rate = throughput(broker.url, proc, sim, tput_n, per)
-            print(f"| through the service, {per} reading(s) per MQTT message | {rate:,.0f} |")
-        for per in (1, 50):
-            rate = throughput_preloaded(broker.url, proc, sim, tput_n, per)
+        if args.only != "latency":
+            print("\n| throughput | readings/s |\n|---|---|")
+            for per in (1, 50):
+                rate = throughput(broker.url, proc, sim, max(tput_n, per * args.sensors), per)
+                print(f"| through the service, {per} reading(s) per MQTT message | {rate:,.0f} |")
+            for per in (1, 50):
+                if args.profile and per == 50:
+                    proc.signal(signal.SIGUSR1)
+                n = max(tput_n, per * args.sensors)
+                rate, busy, size = throughput_preloaded(broker.url, proc, sim, n, per)
+                if args.profile and per == 50:
+                    proc.signal(signal.SIGUSR2)
+                print(
+                    f"| through the service, {per} reading(s) per MQTT message, preloaded "
+                    f"| {rate:,.0f} (batch step busy {busy:.0%}, {size:,.0f} messages per batch) |"
+                )
+            proc.stop()
+            if args.only == "throughput":
+                return 0
+            for mode, name in (
+                ("iterator", "aiomqtt's message iterator"),
+                ("tap", "the scorer's tap"),
+            ):
+                rate = receive_floor(broker.url, sim, tput_n, mode)
+                print(f"| receive only ({name}), 1 reading per message, preloaded | {rate:,.0f} |")
+            # The same over MQTT 5 (paho builds a Properties object for every PUBLISH received).
+            v5 = ScorerProcess(
+                db_url=db,
+                mqtt_url=broker.url,
+                models_dir=models,
+                log_path=tmp / "scorer-v5.log",
+                LOG_LEVEL="WARNING",
+                SCORER_MQTT_PROTOCOL="5",
+            )
+            scorers.append(v5.start())
+            v5.wait_metric("sensorpipe_scorer_warm_start_readings", 1, 120)
+            time.sleep(1.0)
+            rate = throughput(broker.url, v5, sim, tput_n, 1)
             print(
-                f"| through the service, {per} reading(s) per MQTT message, preloaded "
+                f"| through the service, 1 reading per message, `SCORER_MQTT_PROTOCOL=5` "
                 f"| {rate:,.0f} |"
             )
-        proc.stop()
-        for mode, name in (("iterator", "aiomqtt's message iterator"), ("tap", "the scorer's tap")):
-            rate = receive_floor(broker.url, sim, tput_n, mode)
-            print(f"| receive only ({name}), 1 reading per message, preloaded | {rate:,.0f} |")
-        # The same over MQTT 5 (paho builds a Properties object for every PUBLISH received).
-        v5 = ScorerProcess(
-            db_url=db,
-            mqtt_url=broker.url,
-            models_dir=models,
-            log_path=tmp / "scorer-v5.log",
-            LOG_LEVEL="WARNING",
-            SCORER_MQTT_PROTOCOL="5",
-        )
-        scorers.append(v5.start())
-        v5.wait_metric("sensorpipe_scorer_warm_start_readings", 1, 120)
-        time.sleep(1.0)
-        rate = throughput(broker.url, v5, sim, tput_n, 1)
-        print(
-            f"| through the service, 1 reading per message, `SCORER_MQTT_PROTOCOL=5` "
-            f"| {rate:,.0f} |"
-        )
-        v5.stop()
-        lib = library_rate(models, sim, tput_n)
-        print(f"| `Scorer.score_batch` alone (1,000-sensor batches, same process) | {lib:,.0f} |")
-        print("\n| stage (raw cost, this process, same run) | µs per reading |\n|---|---|")
-        for name, us in stage_costs(models, sim):
-            print(f"| {name} | {us:,.1f} |")
+            v5.stop()
+            lib = library_rate(models, sim, tput_n)
+            print(
+                f"| `Scorer.score_batch` alone (1,000-sensor batches, same process) | {lib:,.0f} |"
+            )
+            print("\n| stage (raw cost, this process, same run) | µs per reading |\n|---|---|")
+            for name, us in stage_costs(models, sim):
+                print(f"| {name} | {us:,.1f} |")
+            for per in (1, 50):
+                us = process_cost(models, args.sensors, per, 50 * args.sensors)
+                print(
+                    f"| `ScorerWorker._process` (whole batch step), {per} per message | {us:,.1f} |"
+                )
+        print("\n| `store_events`, one event, same server | p50 ms | p99 ms |\n|---|---|---|")
+        for name, p50, p99 in store_costs(pg, db, [s.sensor_id for s in sim.sensors], 200):
+            print(f"| {name} | {p50:.2f} | {p99:.2f} |")
         with open("/proc/loadavg") as f:
             print(f"\nload average during the run (1/5/15 min): {' '.join(f.read().split()[:3])}")
     finally:
