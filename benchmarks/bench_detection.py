@@ -24,6 +24,8 @@ Usage::
     .venv/bin/python benchmarks/bench_detection.py            # evaluation seeds, full size
     .venv/bin/python benchmarks/bench_detection.py --quick    # a smaller run for iteration
     .venv/bin/python benchmarks/bench_detection.py --tune     # the tuning seeds instead
+    .venv/bin/python benchmarks/bench_detection.py --interval 900   # 15-minute readings
+    .venv/bin/python benchmarks/bench_detection.py --set mixture_margin=1e9  # a setting changed
 """
 
 from __future__ import annotations
@@ -273,6 +275,19 @@ def waterflow(models: tuple[LoadedModel, LoadedModel], config: ScoringConfig) ->
         )
 
 
+def _overrides(pairs: Sequence[str]) -> dict[str, float]:
+    """``NAME=VALUE`` pairs as ScoringConfig overrides, each of its setting's type."""
+    out: dict[str, float] = {}
+    defaults = ScoringConfig()
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        default = getattr(defaults, name, None)
+        if isinstance(default, bool) or not isinstance(default, int | float):
+            raise SystemExit(f"--set: {name!r} is not a numeric ScoringConfig setting")
+        out[name] = type(default)(float(value))
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer seeds/ticks, ensemble only")
@@ -286,6 +301,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--kinds", default=",".join((*VALUE_KINDS, "mixed")))
     ap.add_argument("--waterflow-only", action="store_true", help="only the WaterFlow run")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a numeric ScoringConfig setting (repeatable), e.g. mixture_margin=1e9",
+    )
     args = ap.parse_args(argv)
     seeds: tuple[int, ...] = TUNING_SEEDS if args.tune else EVAL_SEEDS
     variants = args.variants.split(",")
@@ -293,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seeds = seeds[:2]
         args.ticks = min(args.ticks, 2000)
         variants = ["ensemble"] if args.variants == ",".join(VARIANTS) else variants
-    config = ScoringConfig()
+    config = replace(ScoringConfig(), **_overrides(args.set))
     t0 = time.perf_counter()
     models = train_models(args, config)
     print(
