@@ -666,9 +666,9 @@ def _regime_decay(reg: F64, dt: float, fp: F64) -> None:
 # The day-ahead forecaster beside the one-step one. The AR forecaster above is built to predict
 # the *next* reading well, which is what the detector needs; run freely for a day its path
 # leans on a few Fourier terms and a level that keeps moving, and daily shapes that are not
-# sinusoids (two demand peaks, a machine's on/off schedule) or a level that wanders are beyond
-# it. So every sensor also keeps, per time-of-day bin of the seasonal period, the mean deviation
-# of its readings from a slow level (a Holt-Winters-style seasonal profile, updated with weight
+# sinusoids (two demand peaks, a machine's on/off schedule) are beyond it. So every sensor also
+# keeps, per time-of-day bin of the seasonal period, the mean deviation of its readings from a
+# slow level (a Holt-Winters-style seasonal profile, updated with weight
 # ``profile_weight`` per period), a flat alternative (the slow level alone) for sensors without
 # a daily shape, and — the part a forecast's interval needs — the errors each of the two
 # *actually made* a period ahead: every bin stores the forecast it made at its last visit, and
@@ -790,6 +790,15 @@ MIX_NATS_CAP = 10.0
 
 
 @jit
+def _mix_var(mix: F64, c: int, var_floor: float) -> float:
+    """Component c's variance as scored. A component is a level: its spread stays within
+    MIX_SPREAD_MAX within-level noise sds, so two levels absorbed into one component (before the
+    noise estimate settled) do not make a blob that swallows every value between them; such a
+    component loses its weight to the levels' own and is recycled."""
+    return _min(_max(mix[c, MX_VAR], var_floor), MIX_SPREAD_MAX * MIX_SPREAD_MAX * var_floor)
+
+
+@jit
 def _mix_eval(mix: F64, x: float, var_floor: float) -> tuple[float, int, float]:
     """``(nats, nearest, z)``: -log density of x under the mixture, the nearest component (in its
     own spreads) and x's distance from it in those spreads."""
@@ -798,11 +807,7 @@ def _mix_eval(mix: F64, x: float, var_floor: float) -> tuple[float, int, float]:
     for c in range(mix.shape[0]):
         if mix[c, MX_N] <= 0.0:
             continue
-        # A component is a level: its spread stays within MIX_SPREAD_MAX within-level noise sds,
-        # so two levels absorbed into one component (before the noise estimate settled) do not
-        # make a blob that swallows every value between them; such a component loses its
-        # weight to the levels' own and is recycled.
-        var = _min(_max(mix[c, MX_VAR], var_floor), MIX_SPREAD_MAX * MIX_SPREAD_MAX * var_floor)
+        var = _mix_var(mix, c, var_floor)
         z = (x - mix[c, MX_MU]) / math.sqrt(var)
         dens += mix[c, MX_W] * math.exp(-0.5 * z * z - _LN_SQRT_2PI) / math.sqrt(var)
         if abs(z) < abs(best_z):
@@ -1249,8 +1254,14 @@ def _step(
     sw = st[MX_QLOW] / _QLOW_PER_SD if st[MX_QLOW] > 0.0 else 1e-9 * (abs(x) + 1.0)
     mix_nats, near, z_near = _mix_eval(mix, x, sw * sw)
     z_det = z_r
+    # What the reading is reported against: the forecast band, or for a sensor judged by its
+    # values the nearest of them (a level and its spread), so an alert says which set point
+    # the value missed and by how much.
+    shown, shown_sig = expected, sig
     if _mix_mode(st, fp):
         z_det = math.sqrt(2.0 * _max(mix_nats - st[MX_NATS], 0.0))
+        if near >= 0:
+            shown, shown_sig = mix[near, MX_MU], math.sqrt(_mix_var(mix, near, sw * sw))
     f = feats[i]
     absdx, dabs_s, run, run_nats = _features(st, x, z_r, scale, sig, floor, gap, fp, f)
     # Short-window variance test on the residuals: EWMA of z^2 (each term capped at var_cap, so
@@ -1295,7 +1306,7 @@ def _step(
         cleaned = x if learn else _clip(x, expected - lim, expected + lim)
         _follow(st, lg, t, x, cleaned, dabs_s, run, fp)
     _adapt(st, lg, reg, is_anom and not late, late, dev, x, absdx, fp)
-    vals[V_SCORE, i], vals[V_EXPECTED, i], vals[V_SIGMA, i] = score, expected, sig
+    vals[V_SCORE, i], vals[V_EXPECTED, i], vals[V_SIGMA, i] = score, shown, shown_sig
     flags[B_ANOMALY, i], flags[B_WARM, i] = is_anom, warm
     flags[B_HISTORY, i], flags[B_LEARNED, i] = has_history, learn
 

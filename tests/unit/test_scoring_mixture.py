@@ -74,3 +74,15 @@ def test_a_load_sampled_often_keeps_its_forecast() -> None:
     for _ in scorer.score_arrays(["m"] * len(x), t, x):
         pass
     assert not k._mix_mode(scorer.engine.state[0], scorer.engine._fp)
+
+
+def test_a_reading_judged_by_its_values_is_reported_against_the_nearest_one() -> None:
+    scorer = Scorer(ScoringConfig(), *models())
+    _stream(scorer, "load", _load(900, seed=5))
+    t = START.timestamp() + STEP_S * 900.0
+    ((_, res),) = scorer.score_arrays(["load"], np.array([t]), np.array([2500.0]))
+    # The alert's expected value and band: the set point 2800 and its spread, not a forecast
+    # band wide enough to hold every set point.
+    assert bool(res.is_anomaly[0])
+    assert abs(float(res.expected[0]) - 2800.0) < 60.0
+    assert 10.0 < float(res.sigma[0]) < 250.0
