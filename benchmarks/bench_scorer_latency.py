@@ -539,7 +539,7 @@ def process_cost(models_dir: Path, sensors: int, per_message: int, n: int) -> fl
     causal filter, ``score_batch``, the alert machine) on messages of ``per_message`` readings
     of one sensor, in batches of the service's default size, warm. No I/O, this process (with
     the scorer's garbage-collector settings)."""
-    from scorer.__main__ import tune_gc
+    from core.runtime import tune_gc
     from scorer.models import load_models
     from scorer.settings import ScorerSettings
     from scorer.worker import Inbound, ScorerWorker

@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry
 from core.errors import StorageError
 from core.logging import correlated
 from core.metrics import MetricsServer, Readiness
+from core.runtime import tune_gc
 from ingestor.batching import Batch, InboundMessage, add_failure, add_message
 from ingestor.metrics import IngestorMetrics
 from ingestor.mqtt import MqttIntake
@@ -359,6 +360,7 @@ class Ingestor:
 def run_forever(settings: IngestorSettings) -> int:
     """Run an ingestor in this (main) thread until SIGTERM or SIGINT."""
     ingestor = Ingestor(settings)
+    tune_gc()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s; shutting down", signal.Signals(signum).name)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import sys
 
@@ -11,6 +10,7 @@ from pydantic import ValidationError
 
 from core.errors import PipelineError
 from core.logging import configure_logging
+from core.runtime import tune_gc
 from scorer.settings import ScorerSettings
 
 log = logging.getLogger("scorer")
@@ -23,22 +23,6 @@ def _pipeline_errors(exc: BaseException) -> list[PipelineError]:
     if isinstance(exc, BaseExceptionGroup):
         return [e for sub in exc.exceptions for e in _pipeline_errors(sub)]
     return []
-
-
-# Generation-0 collections every 50,000 container allocations instead of 700 (docs/perf/scorer.md).
-GC_GEN0_THRESHOLD = 50_000
-
-
-def tune_gc() -> None:
-    """Make the garbage collector cheap for a process that allocates a Reading (and more) per
-    reading: the objects live for one batch and die by reference counting, yet at the default
-    threshold they trigger a collection every 700 allocations, each also walking everything
-    loaded at start (modules, numba, models). Freezing moves that start-up heap out of the
-    collector's sight; the larger threshold lets a batch's short-lived objects die before a
-    collection sees them. Measured: decode ~40 % and scoring ~20 % cheaper per reading."""
-    gc.freeze()
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
 def run(settings: ScorerSettings) -> int:
