@@ -44,7 +44,11 @@ class ScorerSettings(Settings):
     scorer_mqtt_protocol: str = Field("3.1.1", pattern=r"^(5|3\.1\.1)$")
     scorer_queue_size: int = Field(100_000, ge=10)
     scorer_mqtt_queue_size: int = Field(100_000, ge=10)
-    scorer_warm_start_window_s: float = Field(6 * 3600.0, ge=0.0)
+    # Warm start: each sensor's newest readings, at most max_readings of them and none older than
+    # the window. The count is the bound that matters (cost at start-up); the window is long so
+    # that a sensor reporting every 15 minutes still gets past its 100-reading warm-up (a day
+    # of its readings) instead of starting over after every restart.
+    scorer_warm_start_window_s: float = Field(7 * 86400.0, ge=0.0)
     scorer_warm_start_max_readings: int = Field(500, ge=0, le=100_000)
     scorer_drain_timeout_s: float = Field(10.0, ge=0.0)
     # Catch-up after every (re)connect: the scorer's clean session loses what is published while

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import psycopg
 import pytest
 
@@ -322,6 +323,37 @@ def test_deadman_alert_when_a_sensor_goes_silent_and_resolution_when_it_returns(
     assert [(r["event_id"], r["kind"], r["state"]) for r in rows] == [
         (opened.event_id, "deadman", "resolved")
     ]
+
+
+def test_a_slowly_reporting_sensor_is_warm_after_a_restart(
+    scorer_factory: Callable[..., ScorerProcess],
+    listener: AlertListener,
+    publisher: Publisher,
+    db_url: str,
+) -> None:
+    # A sensor reporting every 15 minutes: the 100-reading warm-up is a day of its readings, so
+    # a warm start that only looked a few hours back would reopen it after every restart.
+    rng = np.random.default_rng(3)
+    now = datetime.now(UTC).replace(microsecond=0)
+    x = np.zeros(300)
+    for i in range(1, len(x)):
+        x[i] = 0.8 * x[i - 1] + rng.normal(0.0, 0.5)
+    first = now - timedelta(minutes=15 * len(x))
+    store_history(
+        db_url,
+        (
+            Reading(sensor_id="slow-1", time=first + timedelta(minutes=15 * i), value=20.0 + v)
+            for i, v in enumerate(x)
+        ),
+    )
+    scorer_factory()  # the default warm-start settings
+    listener.wait_status(b"online")
+    publisher.send([Reading(sensor_id="slow-1", time=now, value=60.0)])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not listener.events():
+        time.sleep(0.05)
+    [alert] = listener.events()
+    assert (alert.sensor_id, alert.kind, alert.state) == ("slow-1", "anomaly", "open")
 
 
 def test_refuses_to_start_without_models(
