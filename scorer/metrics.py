@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from core.metrics import LATENCY_BUCKETS_S, SIZE_BUCKETS
 
-# Finer than LATENCY_BUCKETS_S below 10 ms, where the stages of one alert live.
+# Finer than LATENCY_BUCKETS_S below 10 ms, where the stages of one alert live; the same above.
 STAGE_BUCKETS_S = (
     0.0001,
     0.00025,
@@ -19,18 +19,7 @@ STAGE_BUCKETS_S = (
     0.004,
     0.005,
     0.0075,
-    0.01,
-    0.015,
-    0.02,
-    0.03,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
+    *(b for b in LATENCY_BUCKETS_S if b >= 0.01),
 )
 
 

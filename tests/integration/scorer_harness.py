@@ -16,6 +16,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -25,6 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from core.settings import parse_mqtt_url
 from core.topics import ALERTS_FILTER, status_topic
 from core.wire import AnomalyEvent, Reading, decode_event, encode_reading, encode_readings
+from simulators import Simulator, make_sensors
 from tests.servers import REPO, free_port
 
 # The scorer's environment in the integration tests: a clearing window long enough that a level
@@ -52,6 +54,14 @@ def build_models(models_dir: Path, *, seed: int = 11) -> None:
     detector, det_info = fit_detector(list(series.values()), config, seed, spec=forecaster)
     write_artifact(models_dir, "anomaly_detector", detector, det_info)
     write_artifact(models_dir, "forecaster", forecaster, {"features": None, **fc_info})
+
+
+def simulate(prefix: str, ticks: int, *, sensors: int = 3) -> tuple[Simulator, list[Reading]]:
+    """``ticks`` one-second readings of ``sensors`` simulated sensors (seed 5), the last a minute
+    before now, and the simulator (for the times of its ticks)."""
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=ticks + 60)
+    sim = Simulator(make_sensors(sensors, prefix=prefix), seed=5, interval_s=1.0, start=start)
+    return sim, [sample.reading for sample in sim.samples(ticks)]
 
 
 def store_history(db_url: str, readings: Iterable[Reading]) -> int:

@@ -12,12 +12,12 @@ import psycopg
 import pytest
 
 from core.wire import Reading
-from simulators import Simulator, make_sensors
 from tests.integration.scorer_harness import (
     AlertListener,
     Publisher,
     ScorerProcess,
     event_rows,
+    simulate,
     store_history,
 )
 from tests.integration.test_scorer_service import (
@@ -49,9 +49,7 @@ def test_readings_stored_while_the_broker_was_down_are_scored_once_and_alert(
     models_dir: Path,
 ) -> None:
     ticks = HISTORY_TICKS + 200
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=ticks + 60)
-    sim = Simulator(make_sensors(3, prefix="cu"), seed=5, interval_s=1.0, start=start)
-    readings = [s.reading for s in sim.samples(ticks)]
+    sim, readings = simulate("cu", ticks)
     target = readings[0].sensor_id
     values = [r.value for r in readings if r.sensor_id == target]
     # The incident happens entirely while the scorer is cut off from the broker.

@@ -21,6 +21,7 @@ from tests.integration.scorer_harness import (
     Publisher,
     ScorerProcess,
     event_rows,
+    simulate,
     store_history,
 )
 from tests.servers import MosquittoServer, PgServer
@@ -242,9 +243,7 @@ def test_kill_9_mid_incident_then_restart_continues_the_same_alert(
     db_url: str,
 ) -> None:
     ticks = HISTORY_TICKS + 200
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=ticks + 60)
-    sim = Simulator(make_sensors(3, prefix="k9"), seed=5, interval_s=1.0, start=start)
-    readings = [s.reading for s in sim.samples(ticks)]
+    sim, readings = simulate("k9", ticks)
     target = readings[0].sensor_id
     values = [r.value for r in readings if r.sensor_id == target]
     spread = max(values) - min(values)
