@@ -51,12 +51,13 @@ import urllib.request
 import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._mqtt_load import RawPublisher
 from core.topics import TopicKind
 from core.wire import Reading, decode_event, encode_reading, encode_readings
 from simulators import Simulator, make_sensors
@@ -86,55 +87,134 @@ def row(name: str, rate: str, lat_ms: list[float], note: str = "") -> str:
     )
 
 
+class Publisher(Protocol):
+    def publish(self, topic: str, payload: bytes) -> None: ...
+    def close(self) -> None: ...
+
+
+class PahoPublisher:
+    """paho's client at QoS 1 (what the earlier runs used; ``--publisher paho``)."""
+
+    def __init__(self, url: str, client_id: str) -> None:
+        self.client = _client(url, client_id, max_inflight=1000)
+        self.client.loop_start()
+        self.infos: list[mqtt.MQTTMessageInfo] = []
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.infos.append(self.client.publish(topic, payload, qos=1))
+
+    def close(self) -> None:
+        for info in self.infos:
+            info.wait_for_publish(timeout=30)
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+PUBLISHER = "raw"  # --publisher
+
+
+def publisher(url: str, client_id: str) -> Publisher:
+    """The load generator of the timed figures: ``_mqtt_load.RawPublisher`` unless ``--publisher
+    paho`` (see that module for why)."""
+    if PUBLISHER == "paho":
+        return PahoPublisher(url, client_id)
+    return RawPublisher(url, client_id)
+
+
 def paced(n: int, rate: float) -> list[float]:
     """Send deadlines (perf_counter offsets) for n messages at ``rate`` per second."""
     return [i / rate for i in range(n)]
 
 
+# --------------------------------------------------------------------------- clients
+
+
+class Client:
+    """A paho client in its own process, like a real consumer (and off this process's GIL,
+    where the paced publisher runs): ``relay`` republishes every reading on ``alerts/<id>`` at
+    QoS 1; ``listen`` writes each alert's arrival (wall clock) and payload to ``out``."""
+
+    def __init__(self, url: str, role: str, out: Path) -> None:
+        self.out = out
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--client", url, role, str(out)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "subscribed":
+            self.proc.kill()
+            raise RuntimeError(f"bench {role} client did not start")
+
+    def stop(self) -> list[tuple[float, bytes]]:
+        """Stop the client; what it received, as (arrival wall-clock s, payload)."""
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        if not self.out.exists():
+            return []
+        lines = self.out.read_text().splitlines()
+        return [(float(t), bytes.fromhex(h)) for t, h in (line.split() for line in lines)]
+
+
+def _client_process(url: str, role: str, out: str) -> int:
+    # SIGTERM is awaited below (before paho's thread starts, so it inherits the mask).
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    c = _client(url, f"bench-{role}-{os.getpid()}", max_inflight=1000)
+    f = open(out, "w")  # noqa: SIM115 - written until SIGTERM
+
+    def on_relay(cl: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        cl.publish("alerts/" + msg.topic.split("/")[1], msg.payload, qos=1)
+
+    def on_listen(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        f.write(f"{time.time():.6f} {bytes(msg.payload).hex()}\n")
+        f.flush()
+
+    c.on_message = on_relay if role == "relay" else on_listen
+    topic = "sensors/+/readings" if role == "relay" else "alerts/+"
+    c.subscribe(topic, qos=1)
+    c.loop_start()
+    time.sleep(0.5)  # SUBACK
+    print("subscribed", flush=True)
+    signal.sigwait({signal.SIGTERM})
+    c.loop_stop()
+    f.close()
+    return 0
+
+
 # --------------------------------------------------------------------------- two-hop floor
 
 
-def two_hop_floor(url: str, rate: float, seconds: float) -> list[float]:
-    sent: dict[bytes, float] = {}
-    lat: list[float] = []
-    done = threading.Event()
+def two_hop_floor(url: str, rate: float, seconds: float, tmp: Path) -> list[float]:
+    """publisher → broker → relay process → broker → subscriber process, ms per message."""
     n = int(rate * seconds)
-    relay = _client(url, "bench-relay", max_inflight=1000)
-    sub = _client(url, "bench-floor-sub", max_inflight=1000)
-
-    def on_relay(c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        c.publish("alerts/" + msg.topic.split("/")[1], msg.payload, qos=1)
-
-    def on_sub(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        t = time.perf_counter()
-        t0 = sent.get(bytes(msg.payload))
-        if t0 is not None:
-            lat.append((t - t0) * 1000)
-        if len(lat) >= n:
-            done.set()
-
-    relay.on_message = on_relay
-    sub.on_message = on_sub
-    relay.subscribe("sensors/+/readings", qos=1)
-    sub.subscribe("alerts/+", qos=1)
-    relay.loop_start()
-    sub.loop_start()
-    pub = _client(url, "bench-floor-pub", max_inflight=1000)
-    pub.loop_start()
-    time.sleep(0.5)
+    relay = Client(url, "relay", tmp / "relay.out")
+    sub = Client(url, "listen", tmp / "floor.out")
+    pub = publisher(url, "bench-floor-pub")
     now = datetime.now(UTC)
-    start = time.perf_counter()
-    for i, due in enumerate(paced(n, rate)):
-        _sleep_until(start + due)
+    load = []
+    for i in range(n):
         r = Reading(sensor_id=f"floor-{i % 1000:04d}", time=now, value=float(i))
-        payload = encode_reading(r)
-        sent[payload] = time.perf_counter()
-        pub.publish(f"sensors/{r.sensor_id}/readings", payload, qos=1)
-    done.wait(10)
-    for c in (pub, relay, sub):
-        c.loop_stop()
-        c.disconnect()
-    return lat
+        load.append((f"sensors/{r.sensor_id}/readings", encode_reading(r)))
+    sent: dict[bytes, float] = {}
+    start = time.perf_counter()
+    for due, (topic, payload) in zip(paced(n, rate), load, strict=True):
+        _sleep_until(start + due)
+        sent[payload] = time.time()
+        pub.publish(topic, payload)
+    pub.close()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and _lines(sub.out) < n:
+        time.sleep(0.1)
+    relay.stop()
+    return [(t - sent[p]) * 1000 for t, p in sub.stop() if p in sent]
+
+
+def _lines(path: Path) -> int:
+    try:
+        with path.open("rb") as f:
+            return sum(1 for _ in f)
+    except FileNotFoundError:
+        return 0
 
 
 def _sleep_until(t: float) -> None:
@@ -147,43 +227,44 @@ def _sleep_until(t: float) -> None:
 
 
 class AlertTimer:
-    """Subscriber of ``alerts/+`` matching each opening alert to its reading's publish time."""
+    """Times each opening alert from its reading's publish to its arrival at a subscriber
+    process (one machine, one wall clock), matched by sensor and timestamp."""
 
-    def __init__(self, url: str) -> None:
-        self.sent: dict[tuple[str, datetime], tuple[float, float]] = {}  # perf_counter, time
+    def __init__(self, url: str, tmp: Path) -> None:
+        self.url = url
+        self.tmp = tmp
+        self.sent: dict[tuple[str, datetime], float] = {}  # publish wall-clock time
         self.lat: list[float] = []
-        # The same latency split at the event's emitted_at (when the scorer's batch started;
-        # one machine, one wall clock): publish → batch start, batch start → alert received.
+        # The same latency split at the event's emitted_at (when the scorer's batch started):
+        # publish → batch start, batch start → alert received.
         self.before_batch: list[float] = []
         self.after_batch: list[float] = []
         self.unmatched = 0
         self.spiked: set[str] = set()
-        self.client = _client(url, "bench-alerts", max_inflight=1000)
-        self.client.on_message = self._on
-        self.client.subscribe("alerts/+", qos=1)
-        self.client.loop_start()
+        self._n = 0
+        self._listener: Client | None = None
 
-    def _on(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        t, wall = time.perf_counter(), time.time()
-        e = decode_event(bytes(msg.payload))
-        if e.state != "open" or e.kind != "anomaly":
-            return
-        sent = self.sent.get((e.sensor_id, e.timestamp))
-        if sent is None:
-            self.unmatched += 1
-        else:
-            self.lat.append((t - sent[0]) * 1000)
-            started = e.emitted_at.timestamp()
-            self.before_batch.append((started - sent[1]) * 1000)
-            self.after_batch.append((wall - started) * 1000)
-
-    def clear(self) -> None:
+    def start(self) -> None:
+        self._n += 1
+        self._listener = Client(self.url, "listen", self.tmp / f"alerts-{self._n}.out")
         for xs in (self.lat, self.before_batch, self.after_batch):
             xs.clear()
 
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+    def collect(self) -> None:
+        """Stop listening and time what arrived."""
+        assert self._listener is not None
+        for arrived, payload in self._listener.stop():
+            e = decode_event(payload)
+            if e.state != "open" or e.kind != "anomaly":
+                continue
+            sent = self.sent.get((e.sensor_id, e.timestamp))
+            if sent is None:
+                self.unmatched += 1
+                continue
+            started = e.emitted_at.timestamp()
+            self.lat.append((arrived - sent) * 1000)
+            self.before_batch.append((started - sent) * 1000)
+            self.after_batch.append((arrived - started) * 1000)
 
 
 def service_latency(
@@ -196,32 +277,33 @@ def service_latency(
     spike_every: int,
 ) -> int:
     """Publish ticks of the simulator at ``rate`` readings/s with injected spikes; returns
-    how many spikes were sent (their alerts are timed by ``timer``)."""
-    pub = _client(url, "bench-pub", max_inflight=1000)
-    pub.loop_start()
+    how many spikes were sent (their alerts are timed by ``timer``). The messages are built
+    before the clock starts, so the paced loop only sends."""
     n = int(rate * seconds)
-    timer.clear()
+    load: list[tuple[tuple[str, datetime], str, bytes]] = []
     spikes = 0
-    start = time.perf_counter()
-    i = 0
     next_spike = spike_every // 2
-    while i < n:
+    while len(load) < n:
         for s in sim.tick():
-            if i >= n:
+            if len(load) >= n:
                 break
             r = s.reading
             # Each spike on a sensor never spiked before: its incident cannot be open already.
-            if i >= next_spike and r.sensor_id not in timer.spiked:
+            if len(load) >= next_spike and r.sensor_id not in timer.spiked:
                 r = r.model_copy(update={"value": r.value + 40.0 * spread[r.sensor_id]})
                 timer.spiked.add(r.sensor_id)
-                next_spike = i + spike_every
+                next_spike = len(load) + spike_every
                 spikes += 1
-            _sleep_until(start + i / rate)
-            timer.sent[(r.sensor_id, r.time)] = (time.perf_counter(), time.time())
-            pub.publish(f"sensors/{r.sensor_id}/readings", encode_reading(r), qos=1)
-            i += 1
-    pub.loop_stop()
-    pub.disconnect()
+            load.append(
+                ((r.sensor_id, r.time), f"sensors/{r.sensor_id}/readings", encode_reading(r))
+            )
+    pub = publisher(url, "bench-pub")
+    start = time.perf_counter()
+    for i, (key, topic, payload) in enumerate(load):
+        _sleep_until(start + i / rate)
+        timer.sent[key] = time.time()
+        pub.publish(topic, payload)
+    pub.close()
     return spikes
 
 
@@ -288,17 +370,16 @@ def throughput(url: str, proc: ScorerProcess, sim: Simulator, n: int, per_messag
     readings: list[Reading] = []
     while len(readings) < n:
         readings.extend(s.reading for s in sim.tick())
-    pub = _client(url, f"bench-tput-{per_message}", max_inflight=1000)
-    pub.loop_start()
+    load = messages(readings, per_message)
+    pub = publisher(url, f"bench-tput-{per_message}")
     wait_idle(proc)
     before = proc.metric("sensorpipe_scorer_readings_scored_total")
     start = time.perf_counter()
-    for topic, payload in messages(readings, per_message):
-        pub.publish(topic, payload, qos=1)
+    for topic, payload in load:
+        pub.publish(topic, payload)
     proc.wait_metric("sensorpipe_scorer_readings_scored_total", before + len(readings), 600)
     elapsed = time.perf_counter() - start
-    pub.loop_stop()
-    pub.disconnect()
+    pub.close()
     return len(readings) / elapsed
 
 
@@ -662,13 +743,24 @@ def main() -> int:
         metavar="PREFIX",
         help="profile the scorer (cProfile) over the preloaded 50-per-message backlog",
     )
+    ap.add_argument(
+        "--publisher",
+        choices=("raw", "paho"),
+        default="raw",
+        help="load generator of the timed figures (raw: benchmarks/_mqtt_load.py)",
+    )
     ap.add_argument("--receive", nargs=3, metavar=("URL", "N", "MODE"), help=argparse.SUPPRESS)
     ap.add_argument("--profiled-scorer", metavar="PREFIX", help=argparse.SUPPRESS)
+    ap.add_argument("--client", nargs=3, metavar=("URL", "ROLE", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.client:  # a child process of Client
+        return _client_process(*args.client)
     if args.receive:  # the child process of receive_floor
         return _receive(args.receive[0], int(args.receive[1]), args.receive[2])
     if args.profiled_scorer:  # the child process of ProfiledScorer
         return _profiled_scorer(args.profiled_scorer)
+    global PUBLISHER
+    PUBLISHER = args.publisher
     seconds = 3.0 if args.quick else 6.0
     tput_n = 10_000 if args.quick else 30_000
     warnings.simplefilter("ignore", RuntimeWarning)
@@ -692,7 +784,7 @@ def main() -> int:
             "|---|---|---|---|---|---|---|",
         ]
         for rate in (1000.0, 5000.0) if args.only != "throughput" else ():
-            lat = two_hop_floor(broker.url, rate, seconds)
+            lat = two_hop_floor(broker.url, rate, seconds, tmp)
             lines.append(row("two-hop MQTT floor (relay, no scoring)", f"{rate:,.0f}", lat))
 
         total_ticks = (
@@ -730,7 +822,7 @@ def main() -> int:
         proc = ProfiledScorer(args.profile, **kwargs) if args.profile else ScorerProcess(**kwargs)
         scorers.append(proc.start())
         proc.wait_metric("sensorpipe_scorer_warm_start_readings", 1, 120)
-        timer = AlertTimer(broker.url)
+        timer = AlertTimer(broker.url, tmp)
         time.sleep(1.0)
         split = [
             "| part of publish → alert (subscriber's view) | rate | n | p50 ms | p99 ms "
@@ -744,11 +836,13 @@ def main() -> int:
         for rate in (1000.0, 5000.0) if args.only != "throughput" else ():
             wait_idle(proc)
             hist0 = stage_histograms(proc)
+            timer.start()
             spikes = service_latency(
                 broker.url, sim, rate, seconds, timer, spread, args.spike_every
             )
             wait_idle(proc)
             time.sleep(0.5)  # the last alerts' round trip
+            timer.collect()
             lat = list(timer.lat)
             label = f"{rate:,.0f}"
             note = f"{len(lat)} alerts of {spikes} spikes"
@@ -756,7 +850,6 @@ def main() -> int:
             split.append(row("publish → scorer batch start", label, timer.before_batch))
             split.append(row("scorer batch start → alert received", label, timer.after_batch))
             stages.extend(stage_rows(hist0, stage_histograms(proc), label))
-        timer.close()
         print("\n".join(lines))
         print("\n" + "\n".join(split))
         print("\n" + "\n".join(stages))

@@ -28,6 +28,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from core.runtime import no_garbage_per_message
 from core.topics import READINGS_FILTER, SENML_FILTER, shared, status_topic
 from ingestor.batching import InboundMessage
 from ingestor.metrics import IngestorMetrics
@@ -95,6 +96,7 @@ class MqttIntake:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        no_garbage_per_message(client)
         client.on_subscribe = self._on_subscribe
         return client
 

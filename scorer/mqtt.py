@@ -10,8 +10,8 @@ aiomqtt's incoming queue discards messages when full and only logs it; ``countin
 that drop visible as a metric (and silences the per-message log line, which would flood the log
 exactly when the process is overloaded).
 
-Two measured shortcuts on the receive path (docs/perf/scorer.md), both on the one paho client
-aiomqtt wraps and both confined to this module:
+Three measured shortcuts on the receive path (docs/perf/scorer.md), all on the one paho client
+aiomqtt wraps and all confined to this module:
 
 * ``tap_messages``: readings go from paho's parser straight to the scorer's callback on the event
   loop thread. aiomqtt's own path builds a second message object, queues it, and wakes the
@@ -21,6 +21,9 @@ aiomqtt wraps and both confined to this module:
   command, the length one byte at a time, then the body). One large ``recv`` serves them all from
   memory; its ``pending()`` makes aiomqtt's reader keep parsing until the buffer is empty (the
   hook aiomqtt has for TLS sockets, which buffer the same way).
+* ``core.runtime.no_garbage_per_message`` (applied by ``tap_messages``): paho's lookup of
+  per-topic callbacks leaves a reference cycle behind for every message; skipped while there
+  are none, which removed the scorer's 35 ms collector pauses at 5,000 messages/s.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import Any
 import aiomqtt
 import paho.mqtt.client as paho
 
+from core.runtime import no_garbage_per_message
 from core.settings import Settings
 from core.topics import status_topic
 
@@ -175,6 +179,7 @@ def tap_messages(
     it for a broken connection. A topic that is not UTF-8 is counted by ``on_bad_topic``.
     """
     inner: paho.Client = client._client  # private: see the module docstring
+    no_garbage_per_message(inner)
 
     def deliver(_client: paho.Client, _userdata: object, msg: paho.MQTTMessage) -> None:
         try:
