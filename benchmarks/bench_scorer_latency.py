@@ -1,26 +1,31 @@
 """Scorer service latency and throughput, beside the raw MQTT floor measured in the same run.
 
 Everything runs on private servers started here (Mosquitto with ``set_tcp_nodelay true``,
-PostgreSQL), against the real ``python -m scorer`` process:
+PostgreSQL), against the real ``python -m scorer`` process. The load generator of the timed
+figures writes MQTT packets straight to a socket (``_mqtt_load.RawPublisher``; ``--publisher
+paho`` for paho's client, as in runs before 2026-11-26), and every other client runs in its own
+process, as it would in a deployment: on 2 cores paho's publisher took most of a core at
+5,000 messages/s, and a subscriber sharing this process's GIL with the paced publisher added its
+own tail to every figure.
 
-1. **Two-hop MQTT floor** at each rate: publisher → broker → relay client (paho, republishes each
-   message on ``alerts/<id>``) → broker → subscriber. No scoring, no database: the least any
-   "reading in, alert out" service can take on this machine right now.
+1. **Two-hop MQTT floor** at each rate: publisher → broker → relay process (paho, republishes
+   each message on ``alerts/<id>``) → broker → subscriber process. No scoring, no database: the
+   least any "reading in, alert out" service can take on this machine right now.
 2. **publish → alert** at each rate: 1,000 warm sensors (history in the database, so the
    scorer's warm start covers the warm-up) report round-robin at the target rate; now and then one
-   sensor's reading is a gross spike. Latency = the alert's arrival at a subscriber minus the
-   publish time of the reading that caused it (matched by sensor and timestamp).
+   sensor's reading is a gross spike. Latency = the alert's arrival at a subscriber process
+   minus the publish time of the reading that caused it (matched by sensor and timestamp; one
+   machine, one wall clock).
 3. **Throughput**: readings/s through the service with 1,000 sensors (published as fast as the
    publisher can, one reading per message and 50 per message), and the scoring library's own
    ``score_batch`` rate in this process, which bounds it.
 4. **Preloaded throughput and receive floor**: the same readings published while the receiver is
    stopped (SIGSTOP), so the broker holds them, then timed from SIGCONT until all are processed.
-   This takes the Python publisher out of the figure (on a small machine it is often slower than
-   the scorer). Receivers: the scorer itself, and a bare client with the scorer's MQTT settings
-   that only counts messages, through aiomqtt's message iterator and through the tap the scorer
-   uses (``scorer.mqtt.tap_messages`` + ``buffer_reads``): the most any aiomqtt/paho consumer
-   gets through in one Python process here. With it, the share of the time the scorer's batch
-   step was busy (its ``batch_seconds``) and its mean batch size.
+   This takes the publisher out of the figure. Receivers: the scorer itself, and a bare client
+   with the scorer's MQTT settings that only counts messages, through aiomqtt's message iterator
+   and through the tap the scorer uses (``scorer.mqtt.tap_messages`` + ``buffer_reads``): the
+   most any aiomqtt/paho consumer gets through in one Python process here. With it, the share of
+   the time the scorer's batch step was busy (its ``batch_seconds``) and its mean batch size.
 5. **Where an alert's time goes**: the scorer's ``alert_stage_seconds`` histogram over each
    latency phase (wait, process, store, publish), and the subscriber's split of each latency at
    the event's ``emitted_at`` (when its batch started).
