@@ -44,14 +44,17 @@ def _cyclic_garbage_of(c: paho.Client, n: int) -> int:
 @pytest.mark.usefixtures("collector_off")
 def test_receiving_leaves_no_reference_cycles() -> None:
     received: list[str] = []
-    plain = _client(received)
-    # paho's own lookup of per-topic callbacks leaves cycles (the reason for the fix).
-    assert _cyclic_garbage_of(plain, 200) >= 200
-
     fixed = _client(received)
     no_garbage_per_message(fixed)
     assert _cyclic_garbage_of(fixed, 200) == 0
-    assert len(received) == 400 and received[-1] == "sensors/s-199/readings"
+    assert len(received) == 200 and received[-1] == "sensors/s-199/readings"
+
+
+@pytest.mark.usefixtures("collector_off")
+def test_paho_alone_still_leaves_a_cycle_per_message() -> None:
+    # Why the fix exists (a canary on the installed paho): when a release stops doing this,
+    # no_garbage_per_message and this test can go.
+    assert _cyclic_garbage_of(_client([]), 200) >= 200
 
 
 def test_per_topic_callbacks_still_work_when_registered() -> None:
