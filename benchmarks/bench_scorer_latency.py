@@ -126,6 +126,20 @@ def publisher(url: str, client_id: str) -> Publisher:
     return RawPublisher(url, client_id)
 
 
+def cpu_probe_ms() -> float:
+    """The best of three timings of a fixed pure-Python loop (ms). On a shared VM the same
+    loop has taken 1.0–1.34 s within one idle minute; printed at the start and the end of a
+    run so a slow minute shows beside its figures."""
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i
+        best = min(best, time.perf_counter() - t0)
+    return best * 1000
+
+
 def paced(n: int, rate: float) -> list[float]:
     """Send deadlines (perf_counter offsets) for n messages at ``rate`` per second."""
     return [i / rate for i in range(n)]
@@ -782,7 +796,8 @@ def main() -> int:
         print(
             f"# scorer latency benchmark — {platform.processor() or platform.machine()}, "
             f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
-            f"{'quick' if args.quick else 'full'} run, {args.sensors} sensors\n"
+            f"{'quick' if args.quick else 'full'} run, {args.sensors} sensors; "
+            f"machine speed at start: {cpu_probe_ms():.0f} ms\n"
         )
         lines = [
             "| path | rate (readings/s) | n | p50 ms | p99 ms | max ms | note |",
@@ -919,6 +934,7 @@ def main() -> int:
             print(f"| {name} | {p50:.2f} | {p99:.2f} |")
         with open("/proc/loadavg") as f:
             print(f"\nload average during the run (1/5/15 min): {' '.join(f.read().split()[:3])}")
+        print(f"machine speed at the end: {cpu_probe_ms():.0f} ms")
     finally:
         for p in scorers:  # never leave a scorer behind, even when a figure failed
             p.stop()
