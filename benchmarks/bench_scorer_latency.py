@@ -268,6 +268,7 @@ class AlertTimer:
         self._listener = Client(self.url, "listen", self.tmp / f"alerts-{self._n}.out")
         for xs in (self.lat, self.before_batch, self.after_batch):
             xs.clear()
+        self.unmatched = 0
 
     def collect(self) -> None:
         """Stop listening and time what arrived."""
@@ -866,6 +867,8 @@ def main() -> int:
             lat = list(timer.lat)
             label = f"{rate:,.0f}"
             note = f"{len(lat)} alerts of {spikes} spikes"
+            if timer.unmatched:
+                note += f", {timer.unmatched} openings not matched to a published reading"
             lines.append(row("publish → alert (scorer)", label, lat, note))
             split.append(row("publish → scorer batch start", label, timer.before_batch))
             split.append(row("scorer batch start → alert received", label, timer.after_batch))
