@@ -23,7 +23,7 @@ own tail to every figure.
    stopped (SIGSTOP), so the broker holds them, then timed from SIGCONT until all are processed.
    This takes the publisher out of the figure. Receivers: the scorer itself, and a bare client
    with the scorer's MQTT settings that only counts messages, through aiomqtt's message iterator
-   and through the tap the scorer uses (``scorer.mqtt.tap_messages`` + ``buffer_reads``): the
+   and through the tap the scorer uses (``scorer.mqtt.tap_messages``): the
    most any aiomqtt/paho consumer gets through in one Python process here. With it, the share of
    the time the scorer's batch step was busy (its ``batch_seconds``) and its mean batch size.
 5. **Where an alert's time goes**: the scorer's ``alert_stage_seconds`` histogram over each
@@ -574,7 +574,6 @@ def _receive(url: str, n: int, mode: str) -> int:
             on_drop=lambda: None,
         )
         if mode == "tap":
-            scorer_mqtt.buffer_reads(client)
             scorer_mqtt.tap_messages(client, on_message, lambda: None)
         async with client:
             await client.subscribe("sensors/+/readings", qos=settings.scorer_subscribe_qos)

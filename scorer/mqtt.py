@@ -13,17 +13,22 @@ exactly when the process is overloaded).
 Three measured shortcuts on the receive path (docs/perf/scorer.md), all on the one paho client
 aiomqtt wraps and all confined to this module:
 
-* ``tap_messages``: readings go from paho's parser straight to the scorer's callback on the event
-  loop thread. aiomqtt's own path builds a second message object, queues it, and wakes the
-  iterating task through a new task and ``asyncio.wait`` per message; that was about a third of
-  the event loop's time per reading.
-* ``BufferedSocket``: paho reads each packet with two to four ``recv`` calls (one byte of
-  command, the length one byte at a time, then the body). One large ``recv`` serves them all from
-  memory; its ``pending()`` makes aiomqtt's reader keep parsing until the buffer is empty (the
-  hook aiomqtt has for TLS sockets, which buffer the same way).
+* ``tap_messages``: readings go straight to the scorer's callback on the event loop thread.
+  aiomqtt's own path builds a second message object, queues it, and wakes the iterating task
+  through a new task and ``asyncio.wait`` per message; that was about a third of the event
+  loop's time per reading.
+* ``FramingSocket``: the readings themselves never reach paho. paho reads each packet with two to
+  four ``recv`` calls (one byte of command, the length one byte at a time, then the body) and
+  then builds a message object and dispatches its callbacks; that was 43 % of the event loop's
+  time at 1,000 readings/s. The socket paho reads from now makes one
+  large ``recv``, cuts it into packets, hands each QoS 0 PUBLISH (the scorer's subscription) to
+  the scorer directly, and leaves every other packet whole for paho, served from memory; its
+  ``pending()`` makes aiomqtt's reader keep parsing until that buffer is empty (the hook aiomqtt
+  has for TLS sockets, which buffer the same way).
 * ``core.runtime.no_garbage_per_message`` (applied by ``tap_messages``): paho's lookup of
   per-topic callbacks leaves a reference cycle behind for every message; skipped while there
-  are none, which removed the scorer's 35 ms collector pauses at 5,000 messages/s.
+  are none, which removed the scorer's 35 ms collector pauses at 5,000 messages/s. Since the
+  framing socket it only matters for a QoS 1 subscription, whose PUBLISH packets paho parses.
 """
 
 from __future__ import annotations
@@ -120,30 +125,95 @@ def make_client(
     )
 
 
-class BufferedSocket:
-    """A socket whose small reads are served from one large ``recv`` (see the module docstring).
+class FramingSocket:
+    """A socket that cuts what it receives into MQTT packets itself (see the module docstring).
 
-    Only ``recv`` and ``pending`` differ from the wrapped socket; everything else is delegated.
-    A short read is still a valid ``recv`` result, so paho's partial-packet handling is unchanged.
+    One large ``recv`` per socket wake-up. Every complete QoS 0 PUBLISH in it goes straight to
+    ``on_publish(topic, payload)`` (topic as raw bytes); every other packet (CONNACK, SUBACK, the
+    PUBACKs of alerts, PINGRESP, a QoS 1 PUBLISH) is kept whole for paho, whose ``recv`` calls are
+    served from memory. paho therefore only ever sees complete packets, in their order, and a
+    packet cut by a ``recv`` boundary waits in ``_tail`` for the rest. Everything but ``recv`` and
+    ``pending`` is delegated to the wrapped socket.
     """
 
-    def __init__(self, sock: Any) -> None:  # a socket or an SSL socket
+    def __init__(
+        self,
+        sock: Any,  # a socket or an SSL socket
+        on_publish: Callable[[bytes, bytes], None],
+        *,
+        mqtt5: bool,
+        on_bytes: Callable[[], None] = lambda: None,
+    ) -> None:
         self._sock = sock
-        self._buf = b""
+        self._on_publish = on_publish
+        self._mqtt5 = mqtt5
+        self._on_bytes = on_bytes
+        self._tail = b""  # the start of a packet whose end has not arrived yet
+        self._buf = b""  # complete packets for paho
         self._pos = 0
 
     def recv(self, bufsize: int) -> bytes:
-        buf, pos = self._buf, self._pos
-        if pos >= len(buf):
+        if self._pos >= len(self._buf):
             # May raise BlockingIOError / SSLWantReadError: paho handles both, as before.
             data: bytes = self._sock.recv(max(bufsize, READ_SIZE))
-            if len(data) <= bufsize:  # also b"" (connection closed)
+            if not data:  # the peer closed: paho sees it as always
                 return data
-            self._buf, self._pos = data, bufsize
-            return data[:bufsize]
-        end = min(pos + bufsize, len(buf))
+            self._on_bytes()
+            self._buf, self._pos = self._frame(self._tail + data if self._tail else data), 0
+            if not self._buf:
+                # All of it went to on_publish (or waits in _tail): nothing for paho to read.
+                raise BlockingIOError
+        pos = self._pos
+        end = min(pos + bufsize, len(self._buf))
         self._pos = end
-        return buf[pos:end]
+        return self._buf[pos:end]
+
+    def _frame(self, data: bytes) -> bytes:
+        """Deliver the complete QoS 0 PUBLISH packets of ``data``; return the other complete
+        packets, in order; keep an incomplete last packet in ``_tail``."""
+        keep: list[bytes] = []
+        n, i = len(data), 0
+        while i < n:
+            # Fixed header: the packet type byte, then the remaining length (1-4 bytes, 7 bits
+            # each, low first).
+            j, length, shift = i + 1, 0, 0
+            while j < n and shift <= 21:
+                byte = data[j]
+                length |= (byte & 0x7F) << shift
+                j += 1
+                if byte < 0x80:
+                    break
+                shift += 7
+            else:
+                if shift > 21:  # a malformed length: paho reports the protocol error
+                    keep.append(data[i:])
+                    i = n
+                break  # the length itself is cut off
+            end = j + length
+            if end > n:
+                break
+            # 0x30: PUBLISH with QoS 0 (bits 1-2 clear); DUP and RETAIN (bits 3 and 0) are free.
+            if data[i] & 0xF6 == 0x30 and length >= 2:
+                t_end = j + 2 + ((data[j] << 8) | data[j + 1])
+                body = t_end
+                if self._mqtt5 and t_end < end:  # skip the properties: a length, then them
+                    plen, shift = 0, 0
+                    while body < end:
+                        byte = data[body]
+                        plen |= (byte & 0x7F) << shift
+                        body += 1
+                        if byte < 0x80:
+                            break
+                        shift += 7
+                    body += plen
+                if body <= end:
+                    self._on_publish(data[j + 2 : t_end], data[body:end])
+                    i = end
+                    continue
+            keep.append(data[i:end])  # not ours, or a PUBLISH too short: paho judges it
+            i = end
+        self._tail = data[i:]
+        return b"".join(keep)
 
     def pending(self) -> int:
         """Bytes readable without the socket becoming readable again (buffer + TLS layer)."""
@@ -154,31 +224,20 @@ class BufferedSocket:
         return getattr(self._sock, name)
 
 
-def buffer_reads(client: aiomqtt.Client) -> None:
-    """Make every connection of ``client`` read through a ``BufferedSocket``."""
-    # Private attributes: aiomqtt and paho expose no hook for this (paho-mqtt is pinned < 3).
-    inner: paho.Client = client._client
-    create = inner._create_socket
-
-    def create_buffered() -> Any:  # paho's SocketLike
-        return BufferedSocket(create())
-
-    # An instance attribute shadows the method: paho calls self._create_socket() on connect.
-    setattr(inner, "_create_socket", create_buffered)  # noqa: B010
-
-
 def tap_messages(
     client: aiomqtt.Client,
     on_message: Callable[[str, bytes], None],
     on_bad_topic: Callable[[], None],
 ) -> None:
-    """Deliver each received PUBLISH as ``on_message(topic, payload)`` on the event loop thread
-    (paho parses in aiomqtt's socket reader), instead of through ``client.messages``.
+    """Deliver each received PUBLISH as ``on_message(topic, payload)`` on the event loop thread,
+    instead of through ``client.messages``: QoS 0 ones from every connection's ``FramingSocket``,
+    any other (a QoS 1 subscription) from paho's parser.
 
     ``on_message`` must not raise: paho re-raises a callback's exception, and aiomqtt would take
     it for a broken connection. A topic that is not UTF-8 is counted by ``on_bad_topic``.
     """
-    inner: paho.Client = client._client  # private: see the module docstring
+    # Private attributes: aiomqtt and paho expose no hook for this (paho-mqtt is pinned < 3).
+    inner: paho.Client = client._client
     no_garbage_per_message(inner)
 
     def deliver(_client: paho.Client, _userdata: object, msg: paho.MQTTMessage) -> None:
@@ -191,3 +250,24 @@ def tap_messages(
         on_message(topic, payload if isinstance(payload, bytes) else bytes(payload))
 
     inner.on_message = deliver
+
+    def publish(topic: bytes, payload: bytes) -> None:
+        try:
+            name = topic.decode()
+        except UnicodeDecodeError:
+            on_bad_topic()
+            return
+        on_message(name, payload)
+
+    def received() -> None:
+        # paho's keepalive watches the time of the last bytes it read; these bypass it.
+        inner._last_bytes_received = paho.time_func()
+
+    create = inner._create_socket
+    mqtt5 = inner._protocol == paho.MQTTv5
+
+    def create_framing() -> Any:  # paho's SocketLike
+        return FramingSocket(create(), publish, mqtt5=mqtt5, on_bytes=received)
+
+    # An instance attribute shadows the method: paho calls self._create_socket() on connect.
+    setattr(inner, "_create_socket", create_framing)  # noqa: B010

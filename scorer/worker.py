@@ -133,7 +133,6 @@ class ScorerWorker:
             on_drop=self.metrics.skipped.labels("queue_full").inc,
         )
         # The receive shortcuts of scorer/mqtt.py: readings arrive through _on_message.
-        scorer_mqtt.buffer_reads(self._client)
         scorer_mqtt.tap_messages(
             self._client, self._on_message, self.metrics.rejected.labels("unknown_topic").inc
         )
