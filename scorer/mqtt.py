@@ -174,21 +174,14 @@ class FramingSocket:
         keep: list[bytes] = []
         n, i = len(data), 0
         while i < n:
-            # Fixed header: the packet type byte, then the remaining length (1-4 bytes, 7 bits
-            # each, low first).
-            j, length, shift = i + 1, 0, 0
-            while j < n and shift <= 21:
-                byte = data[j]
-                length |= (byte & 0x7F) << shift
-                j += 1
-                if byte < 0x80:
-                    break
-                shift += 7
-            else:
-                if shift > 21:  # a malformed length: paho reports the protocol error
-                    keep.append(data[i:])
-                    i = n
-                break  # the length itself is cut off
+            # Fixed header: the packet type byte, then the remaining length.
+            length, j = _varint(data, i + 1, n)
+            if length == _CUT_OFF:
+                break
+            if length == _MALFORMED:  # all of it to paho, which reports the protocol error
+                keep.append(data[i:])
+                i = n
+                break
             end = j + length
             if end > n:
                 break
@@ -196,16 +189,9 @@ class FramingSocket:
             if data[i] & 0xF6 == 0x30 and length >= 2:
                 t_end = j + 2 + ((data[j] << 8) | data[j + 1])
                 body = t_end
-                if self._mqtt5 and t_end < end:  # skip the properties: a length, then them
-                    plen, shift = 0, 0
-                    while body < end:
-                        byte = data[body]
-                        plen |= (byte & 0x7F) << shift
-                        body += 1
-                        if byte < 0x80:
-                            break
-                        shift += 7
-                    body += plen
+                if self._mqtt5:  # skip the properties: their length, then them
+                    plen, body = _varint(data, t_end, end)
+                    body = body + plen if plen >= 0 else end + 1  # bad: paho judges it
                 if body <= end:
                     self._on_publish(data[j + 2 : t_end], data[body:end])
                     i = end
@@ -222,6 +208,26 @@ class FramingSocket:
 
     def __getattr__(self, name: str) -> Any:  # delegation
         return getattr(self._sock, name)
+
+
+_CUT_OFF, _MALFORMED = -1, -2
+
+
+def _varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    """The MQTT variable byte integer at ``data[pos:end]`` (7 bits a byte, low first, at most
+    four bytes) and the position after it; the value is ``_CUT_OFF`` if ``end`` comes first,
+    ``_MALFORMED`` if it runs past four bytes."""
+    value, shift = 0, 0
+    while pos < end:
+        if shift > 21:
+            return _MALFORMED, pos
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+    return _CUT_OFF, pos
 
 
 def tap_messages(

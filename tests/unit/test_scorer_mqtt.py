@@ -106,6 +106,21 @@ def test_framing_leaves_qos1_publishes_and_a_closed_connection_to_paho() -> None
         sock.recv(1)
 
 
+@pytest.mark.parametrize(
+    "packet",
+    [
+        bytes([0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]) + b"x" * 8,  # a length of five bytes
+        bytes([0x30, 5, 0, 9]) + b"abc",  # a topic longer than the packet
+    ],
+)
+def test_framing_leaves_malformed_publishes_to_paho(packet: bytes) -> None:
+    got: list[tuple[bytes, bytes]] = []
+    sock = scorer_mqtt.FramingSocket(
+        FakeSocket([packet]), lambda t, p: got.append((t, p)), mqtt5=False
+    )
+    assert sock.recv(1) + sock.recv(100) == packet and got == []
+
+
 def test_framing_skips_mqtt5_properties() -> None:
     packet = publish_packet("sensors/a/readings", b'{"v":1}', v5=True)
     got: list[tuple[bytes, bytes]] = []
