@@ -23,8 +23,8 @@ own tail to every figure.
    stopped (SIGSTOP), so the broker holds them, then timed from SIGCONT until all are processed.
    This takes the publisher out of the figure. Receivers: the scorer itself, and a bare client
    with the scorer's MQTT settings that only counts messages, through aiomqtt's message iterator
-   and through the tap the scorer uses (``scorer.mqtt.tap_messages``): the
-   most any aiomqtt/paho consumer gets through in one Python process here. With it, the share of
+   and through the receive path the scorer uses (``scorer.mqtt.tap_messages``, which frames the
+   readings itself): what is left of the receive cost. With it, the share of
    the time the scorer's batch step was busy (its ``batch_seconds``) and its mean batch size.
 5. **Where an alert's time goes**: the scorer's ``alert_stage_seconds`` histogram over each
    latency phase (wait, process, store, publish), and the subscriber's split of each latency at

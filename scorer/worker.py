@@ -357,8 +357,8 @@ class ScorerWorker:
             pass
 
     def _on_message(self, topic: str, payload: bytes) -> None:
-        """One PUBLISH, on the event loop thread as paho parses it: route it and queue it for
-        scoring. Must not raise (see ``scorer.mqtt.tap_messages``)."""
+        """One PUBLISH, on the event loop thread as it is read off the socket: route it and
+        queue it for scoring. Must not raise (see ``scorer.mqtt.tap_messages``)."""
         cache = self._topic_cache
         target = cache.get(topic, _UNROUTED)
         if target is _UNROUTED:
