@@ -7,9 +7,10 @@ exit 0.
 
 Tasks and the queues between them, all bounded:
 
-* **session**: the MQTT connection with a reconnect loop. Readings are tapped as paho parses them
-  (``_on_message``, on the event loop): other shards' are dropped (a cached topic lookup), the
-  rest go with their arrival time to the score queue. Every connect asks for a catch-up.
+* **session**: the MQTT connection with a reconnect loop. Readings are tapped as they are read off
+  the socket (``_on_message``, on the event loop; ``scorer.mqtt``): other shards' are dropped (a
+  cached topic lookup), the rest go with their arrival time to the score queue. Every connect
+  asks for a catch-up.
 * **score**: first any due catch-up (``_catch_up``: what was stored while disconnected, read back
   and scored like live readings), then takes what is waiting (up to ``scorer_batch_size``,
   lingering at most ``scorer_batch_max_age_ms``), and in ONE call on the state thread decodes,
