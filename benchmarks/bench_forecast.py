@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import time
 import warnings
@@ -47,7 +48,13 @@ sys.path.insert(0, str(ROOT))
 from core.registry import LoadedModel, load_active  # noqa: E402
 from core.scoring import FEATURE_NAMES, ScoringConfig  # noqa: E402
 from sensorpipe.datasets import load_readings  # noqa: E402
-from sensorpipe.forecast_eval import PEERS, Grid, evaluate_series, origins_for  # noqa: E402
+from sensorpipe.forecast_eval import (  # noqa: E402
+    PEERS,
+    Grid,
+    evaluate_series,
+    origins_for,
+    resampled,
+)
 
 DATASETS = [
     # name, file, season (readings), horizon (readings), warm-up before the first origin
@@ -122,9 +129,14 @@ def main() -> int:
                 )
                 lines.append(line)
                 print(line, flush=True)
-            summary.append({"series": s.sensor_id, "dataset": name, **_verdict(rows, methods)})
-    lines += ["", *_summary_lines(summary)]
-    print("\n".join(lines[-len(summary) - 4 :]))
+            verdict = _verdict(rows, methods)
+            verdict["firm"] = resampled(
+                pooled["sensorpipe"], pooled["seasonal_naive"], pooled[verdict["best_peer"]]
+            )
+            summary.append({"series": s.sensor_id, "dataset": name, **verdict})
+    tail = ["", *_summary_lines(summary), "", *_firmness_lines(summary, n_origins)]
+    lines += tail
+    print("\n".join(tail))
     if args.markdown:
         args.markdown.write_text("\n".join(lines) + "\n")
     return 0
@@ -262,6 +274,52 @@ def _summary_lines(summary: list[dict[str, Any]]) -> list[str]:
 
 def _yes(ok: bool) -> str:
     return "yes" if ok else "**no**"
+
+
+def _firmness_lines(summary: list[dict[str, Any]], n_origins: int) -> list[str]:
+    """The same three targets with 90 % intervals over resampled origins: a verdict is firm
+    ("yes" / "no") only when the whole interval is on one side of the target."""
+
+    def side(lo: float, hi: float, target_lo: float, target_hi: float) -> str:
+        if target_lo <= lo and hi <= target_hi:
+            return "yes"
+        return "**no**" if hi < target_lo or lo > target_hi else "open"
+
+    out = [
+        f"How firm each verdict is with {n_origins} origins: 90 % intervals over origins drawn "
+        "with replacement (`sensorpipe.forecast_eval.resampled`).",
+        "",
+        "| series | ours / naive MASE | ours / best peer | cov80 % | cov95 % | < naive "
+        "| ≤ 1.05 × peer | coverage ±5 |",
+        "|---|---:|---:|---:|---:|:-:|:-:|:-:|",
+    ]
+    counts: dict[str, dict[str, int]] = {}
+    for v in summary:
+        f = v["firm"]
+        cov = [side(*f["cov80"], 75.0, 85.0), side(*f["cov95"], 90.0, 100.0)]
+        cells = {
+            "< naive": side(*f["vs_naive"], -math.inf, 1.0),
+            "≤ 1.05 × peer": side(*f["vs_peer"], -math.inf, 1.05),
+            "coverage ±5": "**no**" if "**no**" in cov else "open" if "open" in cov else "yes",
+        }
+        for k, c in cells.items():
+            counts.setdefault(k, {}).setdefault(c.strip("*"), 0)
+            counts[k][c.strip("*")] += 1
+        out.append(
+            f"| {v['series']} | {f['vs_naive'][0]:.2f}–{f['vs_naive'][1]:.2f} "
+            f"| {f['vs_peer'][0]:.2f}–{f['vs_peer'][1]:.2f} "
+            f"| {f['cov80'][0]:.0f}–{f['cov80'][1]:.0f} | {f['cov95'][0]:.0f}–{f['cov95'][1]:.0f} "
+            f"| {' | '.join(cells.values())} |"
+        )
+    out += [
+        "",
+        "firm verdicts: "
+        + "; ".join(
+            f"{k}: " + ", ".join(f"{c[n]} {n}" for n in ("yes", "no", "open") if n in c)
+            for k, c in counts.items()
+        ),
+    ]
+    return out
 
 
 if __name__ == "__main__":

@@ -9,7 +9,15 @@ import pytest
 
 from sensorpipe.datasets import Label, SensorSeries
 from sensorpipe.evaluation import Scored, event_tallies, reading_kinds, runs_of
-from sensorpipe.forecast_eval import Forecast, Grid, Pooled, _pool, origins_for, seasonal_naive
+from sensorpipe.forecast_eval import (
+    Forecast,
+    Grid,
+    Pooled,
+    _pool,
+    origins_for,
+    resampled,
+    seasonal_naive,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -78,6 +86,34 @@ def test_pooling_computes_mase_and_coverage() -> None:
     assert row["mae"] == pytest.approx(0.75)
     assert row["mase"] == pytest.approx(1.5)
     assert row["cov80"] == pytest.approx(50.0) and row["cov95"] == pytest.approx(75.0)
+
+
+def _pooled(errors: list[float], inside80: list[bool]) -> Pooled:
+    """One origin per error: four points each, all off by ``error``, the 80 % interval holding
+    all four or none, the 95 % one always holding them."""
+    acc = Pooled()
+    actual = np.zeros(4)
+    for e, inside in zip(errors, inside80, strict=True):
+        mean = np.full(4, e)
+        w80 = 2.0 * e + 1.0 if inside else 0.5 * e
+        fc = Forecast(mean, mean - w80, mean + w80, mean - 3 * e - 1, mean + 3 * e + 1)
+        _pool(acc, fc, actual, np.ones(4, dtype=bool), scale=1.0, elapsed=0.0)
+    return acc
+
+
+def test_resampled_intervals_follow_the_origins() -> None:
+    ours = _pooled([1.0, 1.0, 1.0, 1.0], [True, True, False, True])
+    half = _pooled([2.0, 2.0, 2.0, 2.0], [True] * 4)
+    firm = resampled(ours, half, ours)
+    # The same ratio at every origin: no spread, whatever is drawn.
+    assert firm["vs_naive"] == pytest.approx((0.5, 0.5))
+    assert firm["vs_peer"] == pytest.approx((1.0, 1.0))
+    assert firm["cov95"] == pytest.approx((100.0, 100.0))
+    lo, hi = firm["cov80"]  # three origins of four covered: the draws straddle 75 %
+    assert 25.0 <= lo < 75.0 < hi <= 100.0
+    # One bad origin of four widens the ratio's interval on its side only.
+    wild = resampled(_pooled([1.0, 1.0, 1.0, 9.0], [True] * 4), half, half)
+    assert wild["vs_naive"][0] == pytest.approx(0.5) and wild["vs_naive"][1] > 1.5
 
 
 def test_origins_are_spread_and_leave_room_for_the_horizon() -> None:
