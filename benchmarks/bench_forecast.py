@@ -9,7 +9,9 @@ coverage of the 80 % / 95 % intervals, and seconds per origin (ours: the streami
 the previous origin plus the forecast; peers: fit + predict).
 
 Targets (issue 8): MASE below seasonal naive on every series, within 5 % of the best peer's, and
-coverage within 5 points of nominal. The summary prints which hold; nothing is asserted.
+coverage within 5 points of nominal. The summary prints which hold, then how firm each verdict
+is: 90 % intervals over origins drawn with replacement (``forecast_eval.resampled``); nothing
+is asserted.
 
 Usage::
 
