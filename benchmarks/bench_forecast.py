@@ -39,6 +39,7 @@ import math
 import sys
 import time
 import warnings
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -295,7 +296,7 @@ def _firmness_lines(summary: list[dict[str, Any]], n_origins: int) -> list[str]:
         "| ≤ 1.05 × peer | coverage ±5 |",
         "|---|---:|---:|---:|---:|:-:|:-:|:-:|",
     ]
-    counts: dict[str, dict[str, int]] = {}
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
     for v in summary:
         f = v["firm"]
         cov = [side(*f["cov80"], 75.0, 85.0), side(*f["cov95"], 90.0, 100.0)]
@@ -305,7 +306,6 @@ def _firmness_lines(summary: list[dict[str, Any]], n_origins: int) -> list[str]:
             "coverage ±5": "**no**" if "**no**" in cov else "open" if "open" in cov else "yes",
         }
         for k, c in cells.items():
-            counts.setdefault(k, {}).setdefault(c.strip("*"), 0)
             counts[k][c.strip("*")] += 1
         out.append(
             f"| {v['series']} | {f['vs_naive'][0]:.2f}–{f['vs_naive'][1]:.2f} "

@@ -20,11 +20,11 @@ aiomqtt wraps and all confined to this module:
 * ``FramingSocket``: the readings themselves never reach paho. paho reads each packet with two to
   four ``recv`` calls (one byte of command, the length one byte at a time, then the body) and
   then builds a message object and dispatches its callbacks; that was 43 % of the event loop's
-  time at 1,000 readings/s. The socket paho reads from now makes one
-  large ``recv``, cuts it into packets, hands each QoS 0 PUBLISH (the scorer's subscription) to
-  the scorer directly, and leaves every other packet whole for paho, served from memory; its
-  ``pending()`` makes aiomqtt's reader keep parsing until that buffer is empty (the hook aiomqtt
-  has for TLS sockets, which buffer the same way).
+  time at 1,000 readings/s. The socket paho reads from now makes one large ``recv``, cuts it
+  into packets, hands each QoS 0 PUBLISH (the scorer's subscription) to the scorer directly,
+  and leaves every other packet whole for paho, served from memory; its ``pending()`` makes
+  aiomqtt's reader keep parsing until that buffer is empty (the hook aiomqtt has for TLS
+  sockets, which buffer the same way).
 * ``core.runtime.no_garbage_per_message`` (applied by ``tap_messages``): paho's lookup of
   per-topic callbacks leaves a reference cycle behind for every message; skipped while there
   are none, which removed the scorer's 35 ms collector pauses at 5,000 messages/s. Since the
