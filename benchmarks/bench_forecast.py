@@ -40,6 +40,7 @@ import sys
 import time
 import warnings
 from collections import Counter, defaultdict
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,8 @@ def main() -> int:
     lines: list[str] = [
         f"models: {detector.tag}; forecaster {origin_note} (order {forecaster.meta.get('order')},"
         f" families by {forecaster.meta.get('family_criterion', 'aic')}, intervals "
-        f"{_calibration_note(forecaster)}); {n_origins} origins per series",
+        f"{_calibration_note(forecaster)}); {n_origins} origins per series; peers from "
+        f"statsforecast {version('statsforecast')}",
         "",
         "| series | method | MAE | RMSE | MASE | cov80 % | cov95 % | s / origin |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
@@ -133,10 +135,9 @@ def main() -> int:
                 lines.append(line)
                 print(line, flush=True)
             verdict = _verdict(rows, methods)
-            verdict["firm"] = resampled(
-                pooled["sensorpipe"], pooled["seasonal_naive"], pooled[verdict["best_peer"]]
-            )
-            summary.append({"series": s.sensor_id, "dataset": name, **verdict})
+            triple = (pooled["sensorpipe"], pooled["seasonal_naive"], pooled[verdict["best_peer"]])
+            verdict["firm"] = resampled([triple])
+            summary.append({"series": s.sensor_id, "dataset": name, "pooled": triple, **verdict})
     tail = ["", *_summary_lines(summary), "", *_firmness_lines(summary, n_origins)]
     lines += tail
     print("\n".join(tail))
@@ -296,30 +297,41 @@ def _firmness_lines(summary: list[dict[str, Any]], n_origins: int) -> list[str]:
         "| ≤ 1.05 × peer | coverage ±5 |",
         "|---|---:|---:|---:|---:|:-:|:-:|:-:|",
     ]
-    counts: dict[str, Counter[str]] = defaultdict(Counter)
-    for v in summary:
-        f = v["firm"]
+
+    def row(label: str, f: dict[str, tuple[float, float]]) -> tuple[str, dict[str, str]]:
         cov = [side(*f["cov80"], 75.0, 85.0), side(*f["cov95"], 90.0, 100.0)]
         cells = {
             "< naive": side(*f["vs_naive"], -math.inf, 1.0),
             "≤ 1.05 × peer": side(*f["vs_peer"], -math.inf, 1.05),
             "coverage ±5": "**no**" if "**no**" in cov else "open" if "open" in cov else "yes",
         }
-        for k, c in cells.items():
-            counts[k][c.strip("*")] += 1
-        out.append(
-            f"| {v['series']} | {f['vs_naive'][0]:.2f}–{f['vs_naive'][1]:.2f} "
+        line = (
+            f"| {label} | {f['vs_naive'][0]:.2f}–{f['vs_naive'][1]:.2f} "
             f"| {f['vs_peer'][0]:.2f}–{f['vs_peer'][1]:.2f} "
             f"| {f['cov80'][0]:.0f}–{f['cov80'][1]:.0f} | {f['cov95'][0]:.0f}–{f['cov95'][1]:.0f} "
             f"| {' | '.join(cells.values())} |"
         )
+        return line, cells
+
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for v in summary:
+        line, cells = row(v["series"], v["firm"])
+        out.append(line)
+        for k, c in cells.items():
+            counts[k][c.strip("*")] += 1
+    # The same targets stated over all series together (see ``resampled``).
+    line, _ = row(f"**all {len(summary)} together**", resampled([v["pooled"] for v in summary]))
     out += [
+        line,
         "",
-        "firm verdicts: "
+        "firm verdicts per series: "
         + "; ".join(
             f"{k}: " + ", ".join(f"{c[n]} {n}" for n in ("yes", "no", "open") if n in c)
             for k, c in counts.items()
         ),
+        "",
+        "All together: the two ratios averaged over the series, coverage pooled over all their "
+        "points; each series' origins drawn from its own.",
     ]
     return out
 

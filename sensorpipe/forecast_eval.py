@@ -259,28 +259,40 @@ def _pool(
 
 
 def resampled(
-    ours: Pooled, naive: Pooled, peer: Pooled, *, draws: int = 2000, seed: int = 0
+    series: Sequence[tuple[Pooled, Pooled, Pooled]], *, draws: int = 2000, seed: int = 0
 ) -> dict[str, tuple[float, float]]:
     """How firm each target's verdict is, given how few origins there are: 90 % intervals, over
     origins drawn with replacement, of our MASE over seasonal naive's and over the peer's (the
     same origins for both sides: the errors of one day move together) and of our coverage.
 
+    ``series`` holds ``(ours, naive, peer)`` per series. With one, these are that series'
+    figures. With several, each series' origins are drawn from its own, the two ratios are
+    averaged over the series and the coverage is pooled over all their points: the verdict on
+    the series together.
+
     The points of one origin are a day of one series and far from independent, so the origin,
     not the point, is what is resampled.
     """
     rng = np.random.default_rng(seed)
-    k = len(ours.scaled)
-    idx = rng.integers(0, k, size=(draws, k))
-    mine = np.asarray(ours.scaled)[idx].mean(axis=1)
-    n = np.asarray(ours.n_by_origin)[idx].sum(axis=1)
+    vs_naive, vs_peer = np.zeros(draws), np.zeros(draws)
+    in80, in95, n = np.zeros(draws), np.zeros(draws), np.zeros(draws)
+    for ours, naive, peer in series:
+        k = len(ours.scaled)
+        idx = rng.integers(0, k, size=(draws, k))
+        mine = np.asarray(ours.scaled)[idx].mean(axis=1)
+        vs_naive += mine / np.asarray(naive.scaled)[idx].mean(axis=1)
+        vs_peer += mine / np.asarray(peer.scaled)[idx].mean(axis=1)
+        n += np.asarray(ours.n_by_origin)[idx].sum(axis=1)
+        in80 += np.asarray(ours.in80_by_origin)[idx].sum(axis=1)
+        in95 += np.asarray(ours.in95_by_origin)[idx].sum(axis=1)
 
     def band(v: F64) -> tuple[float, float]:
         lo, hi = np.quantile(v, [0.05, 0.95])
         return float(lo), float(hi)
 
     return {
-        "vs_naive": band(mine / np.asarray(naive.scaled)[idx].mean(axis=1)),
-        "vs_peer": band(mine / np.asarray(peer.scaled)[idx].mean(axis=1)),
-        "cov80": band(100.0 * np.asarray(ours.in80_by_origin)[idx].sum(axis=1) / n),
-        "cov95": band(100.0 * np.asarray(ours.in95_by_origin)[idx].sum(axis=1) / n),
+        "vs_naive": band(vs_naive / len(series)),
+        "vs_peer": band(vs_peer / len(series)),
+        "cov80": band(100.0 * in80 / n),
+        "cov95": band(100.0 * in95 / n),
     }

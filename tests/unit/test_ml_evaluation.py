@@ -104,7 +104,7 @@ def _pooled(errors: list[float], inside80: list[bool]) -> Pooled:
 def test_resampled_intervals_follow_the_origins() -> None:
     ours = _pooled([1.0, 1.0, 1.0, 1.0], [True, True, False, True])
     half = _pooled([2.0, 2.0, 2.0, 2.0], [True] * 4)
-    firm = resampled(ours, half, ours)
+    firm = resampled([(ours, half, ours)])
     # The same ratio at every origin: no spread, whatever is drawn.
     assert firm["vs_naive"] == pytest.approx((0.5, 0.5))
     assert firm["vs_peer"] == pytest.approx((1.0, 1.0))
@@ -112,8 +112,20 @@ def test_resampled_intervals_follow_the_origins() -> None:
     lo, hi = firm["cov80"]  # three origins of four covered: the draws straddle 75 %
     assert 25.0 <= lo < 75.0 < hi <= 100.0
     # One bad origin of four widens the ratio's interval on its side only.
-    wild = resampled(_pooled([1.0, 1.0, 1.0, 9.0], [True] * 4), half, half)
+    wild = resampled([(_pooled([1.0, 1.0, 1.0, 9.0], [True] * 4), half, half)])
     assert wild["vs_naive"][0] == pytest.approx(0.5) and wild["vs_naive"][1] > 1.5
+
+
+def test_resampled_over_several_series_averages_ratios_and_pools_points() -> None:
+    covered = _pooled([1.0, 1.0, 1.0, 1.0], [True] * 4)
+    missed = _pooled([3.0, 3.0, 3.0, 3.0], [False] * 4)
+    naive = _pooled([2.0, 2.0, 2.0, 2.0], [True] * 4)
+    both = resampled([(covered, naive, naive), (missed, naive, naive)])
+    # Ratios 0.5 and 1.5 average to 1.0; half of all points covered, whatever is drawn.
+    assert both["vs_naive"] == pytest.approx((1.0, 1.0))
+    assert both["cov80"] == pytest.approx((50.0, 50.0))
+    # One series gives that series' own figure.
+    assert resampled([(covered, naive, naive)])["vs_peer"] == pytest.approx((0.5, 0.5))
 
 
 def test_origins_are_spread_and_leave_room_for_the_horizon() -> None:
