@@ -10,6 +10,7 @@ command -v chromium >/dev/null || need+=(chromium chromium-driver)
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v wrk >/dev/null || need+=(wrk)
+command -v openssl >/dev/null || need+=(openssl)
 # Docker Compose v2 binary into .venv for the compose.yaml checks (a no-op once there).
 bash "$(dirname "$0")/install-compose.sh"
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi

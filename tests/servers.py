@@ -181,7 +181,10 @@ class MosquittoServer:
             wait_port(self.port)
         except TimeoutError:
             self.proc.kill()
+            self.proc.wait(timeout=5)
             err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+            if self.proc.stderr:
+                self.proc.stderr.close()  # else an unraisable ResourceWarning fails the test
             raise RuntimeError(f"mosquitto did not start: {err}") from None
         return self
 
