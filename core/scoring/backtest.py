@@ -29,6 +29,7 @@ OUTPUT_COLUMNS = ["timestamp", "value", "anomaly_score", "is_anomaly", "expected
 # History of any age is scored: the live pipeline's age and skew limits do not apply.
 BACKTEST_LIMITS = Limits(max_future_skew_s=None, max_age_s=None)
 CHUNK_ROWS = 20_000
+EPOCH_SECONDS_BELOW = 1e11
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +42,14 @@ class BacktestResult:
 
 
 def parse_time(text: str, tz: tzinfo) -> float:
-    """Epoch seconds of an ISO-8601 timestamp or a number of epoch seconds; naive times are
-    read in ``tz``. Raises ValueError when unreadable."""
+    """Epoch seconds of an ISO-8601 timestamp or of an epoch number; naive times are read in
+    ``tz``. Raises ValueError when unreadable.
+
+    An epoch number is taken in seconds, or in milliseconds, microseconds or nanoseconds when
+    it is too large to be seconds (as exports from JavaScript, databases and pandas write
+    them): from 10^11 (year 5138 in seconds, 1973 in milliseconds) on, each further factor of
+    1,000 is the next unit.
+    """
     s = text.strip()
     try:
         epoch = float(s)
@@ -51,6 +58,10 @@ def parse_time(text: str, tz: tzinfo) -> float:
     else:
         if not math.isfinite(epoch):
             raise ValueError(f"timestamp {s!r} is not finite")
+        for _ in range(3):
+            if abs(epoch) < EPOCH_SECONDS_BELOW:
+                break
+            epoch /= 1000.0
         return check_time_window(
             datetime.fromtimestamp(epoch, UTC), now=datetime.now(UTC), limits=BACKTEST_LIMITS
         ).timestamp()
@@ -82,7 +93,10 @@ def run_backtest(
 ) -> BacktestResult:
     """Score every row of ``source`` (CSV with ``timestamp,value[,sensor_col]``) into ``sink``."""
     reader = csv.DictReader(source)
-    fields = reader.fieldnames or []
+    # Column names as spreadsheets write them too: "Timestamp", " value ".
+    fields = [f.strip().lower() for f in reader.fieldnames or []]
+    reader.fieldnames = fields
+    sensor_col = sensor_col.strip().lower()
     missing = {"timestamp", "value"} - set(fields)
     if missing:
         raise ConfigError(f"input CSV lacks column(s) {', '.join(sorted(missing))}; has {fields}")
@@ -103,7 +117,8 @@ def run_backtest(
             x[i] = parse_value(raw_v[i])
         except (ValueError, OverflowError, OSError, TypeError):
             t[i] = np.nan
-    good = np.flatnonzero(np.isfinite(t) & np.isfinite(x) & np.array([s != "" for s in sids]))
+    named = np.array([s != "" for s in sids], dtype=bool)  # dtype: a header-only file has none
+    good = np.flatnonzero(np.isfinite(t) & np.isfinite(x) & named)
     # Timestamp order per series; a stable sort keeps duplicates in file order.
     order = good[np.argsort(t[good], kind="stable")]
     out = _score(scorer, order, sids, t, x, progress)

@@ -9,7 +9,12 @@ HELP = "replay a CSV of readings through the exact streaming scorer (causally); 
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input", required=True, help="CSV with columns timestamp,value[,sensor_id]")
+    p.add_argument(
+        "--input",
+        required=True,
+        help="CSV with columns timestamp,value[,sensor_id] (any case); timestamps ISO 8601 or "
+        "epoch seconds, milliseconds, microseconds or nanoseconds",
+    )
     p.add_argument("--output", required=True, help="CSV to write (one row per input row)")
     p.add_argument("--tz", default="UTC", help="time zone of naive timestamps (default UTC)")
     p.add_argument(
@@ -54,10 +59,11 @@ def run(args: argparse.Namespace) -> int:
             f"or pass --models-dir",
         ) from exc
     scorer = Scorer(ScoringConfig(), detector, forecaster)
-    with src.open(newline="") as f:
+    # utf-8-sig: a byte-order mark (spreadsheet exports) is not part of the first column's name.
+    with src.open(newline="", encoding="utf-8-sig") as f:
         total = max(sum(1 for _ in f) - 1, 0)
     with (
-        src.open(newline="") as source,
+        src.open(newline="", encoding="utf-8-sig") as source,
         Path(args.output).open("w", newline="") as sink,
         tqdm(total=total, unit="rows", desc="backtest", disable=None, file=sys.stderr) as bar,
     ):

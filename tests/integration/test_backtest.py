@@ -194,3 +194,36 @@ def test_missing_columns_and_bad_tz(models_dir: Path, tmp_path: Path) -> None:
         "Mars/Olympus",
     )
     assert res.returncode == 1 and "time zone" in res.stderr
+
+
+def test_spreadsheet_exports_epoch_units_and_no_rows(models_dir: Path, tmp_path: Path) -> None:
+    """What real exports look like: a byte-order mark and capitalised, padded column names;
+    epoch timestamps in milliseconds, microseconds or nanoseconds; or no rows at all."""
+    x = make_series(200, 4)
+    epochs = [(START + timedelta(minutes=i)).timestamp() for i in range(200)]
+
+    def run(
+        name: str, header: str, stamps: list[str], *, bom: bool = False
+    ) -> list[dict[str, str]]:
+        src = tmp_path / f"{name}.csv"
+        body = "".join(f"{s},{float(v)!r}\n" for s, v in zip(stamps, x, strict=False))
+        src.write_text(("\ufeff" if bom else "") + header + "\n" + body, encoding="utf-8")
+        out = tmp_path / f"{name}.out.csv"
+        res = backtest("--input", str(src), "--output", str(out), "--models-dir", str(models_dir))
+        assert res.returncode == 0, res.stderr
+        assert "unreadable" not in res.stderr
+        return read(out)
+
+    seconds = run("s", "timestamp,value", [repr(e) for e in epochs])
+    assert len(seconds) == 200 and all(g["anomaly_score"] != "" for g in seconds)
+    scores = [g["anomaly_score"] for g in seconds]
+    for unit, factor in (("ms", 10**3), ("us", 10**6), ("ns", 10**9)):
+        got = run(unit, "timestamp,value", [str(round(e * factor)) for e in epochs])
+        assert [g["anomaly_score"] for g in got] == scores, unit
+    excel = run("excel", "Timestamp, Value ", [repr(e) for e in epochs], bom=True)
+    assert [g["anomaly_score"] for g in excel] == scores
+    assert list(excel[0])[:2] == ["timestamp", "value"]
+
+    empty = run("empty", "timestamp,value", [])
+    assert empty == []
+    assert (tmp_path / "empty.out.csv").read_text().startswith("timestamp,value,anomaly_score")
