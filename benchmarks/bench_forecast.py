@@ -156,6 +156,9 @@ TUNING: list[dict[str, Any]] = [
     {"profile_level_tau_s": 2 * 86400.0},
     {"profile_quantile_step": 0.05},
     {"profile_error_tau_s": 3 * 86400.0},
+    {"profile_clip": 0.0},
+    {"profile_clip": 2.0},
+    {"profile_clip": 3.0},
 ]
 
 

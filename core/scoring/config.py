@@ -112,6 +112,8 @@ class ScoringConfig:
             between the profile and the flat level, and of the deviations' autocorrelation.
         profile_quantile_step: log-domain step of the online |error| quantiles (per bin's
             visit, i.e. per measured error) that set the long-run interval half-widths.
+        profile_clip: the most one visit may move its bin, in multiples of the sensor's 80 %
+            day-ahead half-width (a robust, Huber-type update; 0 = unclipped).
         profile_ready: day-ahead errors a sensor must have measured before forecasts use the
             long-run forecast (before that: the AR path with the trainer's interval calibration).
     """
@@ -175,6 +177,7 @@ class ScoringConfig:
     profile_level_tau_s: float = 86400.0
     profile_error_tau_s: float = 86400.0
     profile_quantile_step: float = 0.02
+    profile_clip: float = 1.5
     profile_ready: int = 24
 
     seed: int = 7
@@ -207,3 +210,5 @@ class ScoringConfig:
             raise ValueError("profile_bins >= 1 and profile_weight in (0, 1]")
         if min(self.profile_level_tau_s, self.profile_error_tau_s, self.profile_quantile_step) <= 0:
             raise ValueError("profile time constants and quantile step must be > 0")
+        if self.profile_clip < 0:
+            raise ValueError("profile_clip must be >= 0")

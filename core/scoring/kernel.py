@@ -168,11 +168,12 @@ SQRT_PI_2 = 1.2533141373155  # E|e| = sigma * sqrt(2/pi) for Gaussian e
     P_PROFILE_LEVEL_TAU,
     P_PROFILE_ERROR_TAU,
     P_PROFILE_Q_STEP,
+    P_PROFILE_CLIP,
     P_MIX_MARGIN,
     P_MIX_GATE,
     P_MIX_ALPHA,
-) = range(56)
-N_PARAMS = 56
+) = range(57)
+N_PARAMS = 57
 # Indices into the integer parameter vector.
 I_P, I_D, I_FOURIER_K, I_HAS_FOREST, I_FOREST_DEPTH, I_HST_HEIGHT = range(6)
 N_IPARAMS = 6
@@ -745,9 +746,16 @@ def _profile_learn(st: F64, prof: F64, t: float, x: float, dt: float, learn: boo
         a_l = _max(1.0 - math.exp(-dt / fp[P_PROFILE_LEVEL_TAU]), 1.0 / (st[N] + 1.0))
         st[FL] += a_l * (x - st[FL])
         st[PL] += a_l * (x - row[PF_S] - st[PL])
-        # Running mean over the first visits, then weight profile_weight per visit.
+        # Running mean over the first visits, then weight profile_weight per visit. Once the
+        # sensor's day-ahead half-width is measured, one visit moves its bin by at most
+        # profile_clip of it (a Huber step): a maintenance drop or an outage's ramp that the
+        # detector let through would otherwise be learned as the shape of the day.
         row[PF_W] += frac
-        row[PF_S] += frac * _max(fp[P_PROFILE_WEIGHT], 1.0 / row[PF_W]) * (x - st[PL] - row[PF_S])
+        e = x - st[PL] - row[PF_S]
+        cap = fp[P_PROFILE_CLIP] * st[Q80_S]
+        if st[PE_N] > PROFILE_Q_START and cap > 0.0:
+            e = _max(-cap, _min(cap, e))
+        row[PF_S] += frac * _max(fp[P_PROFILE_WEIGHT], 1.0 / row[PF_W]) * e
     row[PF_FS] = st[PL] + row[PF_S]
     row[PF_FF] = st[FL]
     row[PF_T] = t

@@ -132,8 +132,37 @@ def test_forecasts_wait_until_the_sensor_has_measured_its_errors() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", [{"profile_bins": 0}, {"profile_weight": 0.0}, {"profile_quantile_step": -1.0}]
+    "bad",
+    [
+        {"profile_bins": 0},
+        {"profile_weight": 0.0},
+        {"profile_quantile_step": -1.0},
+        {"profile_clip": -1.0},
+    ],
 )
 def test_invalid_profile_settings_are_refused(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="profile"):
         ScoringConfig(**bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("clip", [0.0, 1.5])
+def test_one_visit_moves_a_bin_by_at_most_the_clip(clip: float) -> None:
+    """A reading the detector let through far from its bin (a maintenance drop it came to
+    accept, an outage's ramp): unclipped, the bin moves by its weight times the whole error;
+    clipped, by at most ``profile_clip`` half-widths times its weight."""
+    detector, forecaster = models()
+    eng = Scorer(ScoringConfig(profile_clip=clip), detector, forecaster).engine
+    st = np.zeros(k.N_COLS)
+    prof = np.zeros((eng.cfg.profile_bins, k.PF_COLS))
+    st[k.N] = st[k.PE_N] = 1000.0  # long measured: the clip applies
+    st[k.LOG_DT], st[k.DT_N] = np.log(900.0), 1000.0  # one reading per 15-minute bin
+    st[k.PL], st[k.FL], st[k.Q80_S] = 10.0, 10.0, 1.0
+    prof[:, k.PF_W] = 50.0
+    t = 3 * DAY_S + 12 * 3600.0  # noon: bin 48
+    k._profile_learn(st, prof, t, 0.0, 900.0, True, eng._fp)
+    moved = -prof[48, k.PF_S]
+    weight = eng.cfg.profile_weight
+    # The level steps first (a little), then the bin takes its share of what is left.
+    error = st[k.PL] - 0.0
+    assert 9.5 < error < 10.0
+    assert moved == pytest.approx(weight * (min(clip * st[k.Q80_S], error) if clip else error))
