@@ -10,6 +10,7 @@ columns and counted, never fatal.
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,8 +92,14 @@ def run_backtest(
     sensor_col: str = "sensor_id",
     progress: Callable[[int], None] | None = None,
 ) -> BacktestResult:
-    """Score every row of ``source`` (CSV with ``timestamp,value[,sensor_col]``) into ``sink``."""
-    reader = csv.DictReader(source)
+    """Score every row of ``source`` (CSV with ``timestamp,value[,sensor_col]``) into ``sink``.
+
+    Semicolon- and tab-separated files are read too, as spreadsheets write them where the
+    decimal mark is a comma; their values may then use one ("20,5")."""
+    header = source.readline()
+    delimiter = next((d for d in ",;\t" if d in header), ",")
+    decimal_comma = delimiter != ","
+    reader = csv.DictReader(itertools.chain([header], source), delimiter=delimiter)
     # Column names as spreadsheets write them too: "Timestamp", " value ".
     fields = [f.strip().lower() for f in reader.fieldnames or []]
     reader.fieldnames = fields
@@ -114,7 +121,7 @@ def run_backtest(
     for i in range(n):
         try:
             t[i] = parse_time(raw_ts[i], tz)
-            x[i] = parse_value(raw_v[i])
+            x[i] = parse_value(raw_v[i].replace(",", ".") if decimal_comma else raw_v[i])
         except (ValueError, OverflowError, OSError, TypeError):
             t[i] = np.nan
     named = np.array([s != "" for s in sids], dtype=bool)  # dtype: a header-only file has none

@@ -12,8 +12,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--input",
         required=True,
-        help="CSV with columns timestamp,value[,sensor_id] (any case); timestamps ISO 8601 or "
-        "epoch seconds, milliseconds, microseconds or nanoseconds",
+        help="CSV with columns timestamp,value[,sensor_id] (any case; ';' or tab separated with "
+        "a decimal comma too); timestamps ISO 8601 or epoch seconds, milliseconds, microseconds "
+        "or nanoseconds",
     )
     p.add_argument("--output", required=True, help="CSV to write (one row per input row)")
     p.add_argument("--tz", default="UTC", help="time zone of naive timestamps (default UTC)")

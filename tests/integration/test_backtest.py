@@ -223,6 +223,16 @@ def test_spreadsheet_exports_epoch_units_and_no_rows(models_dir: Path, tmp_path:
     excel = run("excel", "Timestamp, Value ", [repr(e) for e in epochs], bom=True)
     assert [g["anomaly_score"] for g in excel] == scores
     assert list(excel[0])[:2] == ["timestamp", "value"]
+    # Where the decimal mark is a comma, spreadsheets separate columns with semicolons.
+    src = tmp_path / "semicolon.csv"
+    rows = "".join(
+        f"{e!r};{str(float(v)).replace('.', ',')}\n" for e, v in zip(epochs, x, strict=True)
+    )
+    src.write_text("timestamp;value\n" + rows)
+    out = tmp_path / "semicolon.out.csv"
+    res = backtest("--input", str(src), "--output", str(out), "--models-dir", str(models_dir))
+    assert res.returncode == 0 and "unreadable" not in res.stderr, res.stderr
+    assert [g["anomaly_score"] for g in read(out)] == scores
 
     empty = run("empty", "timestamp,value", [])
     assert empty == []
