@@ -112,8 +112,9 @@ class ScoringConfig:
             between the profile and the flat level, and of the deviations' autocorrelation.
         profile_quantile_step: log-domain step of the online |error| quantiles (per bin's
             visit, i.e. per measured error) that set the long-run interval half-widths.
-        profile_clip: the most one visit may move its bin, in multiples of the sensor's 80 %
-            day-ahead half-width (a robust, Huber-type update; 0 = unclipped).
+        profile_clip: the most one visit may move its bin once the bin is past its first
+            visits, in multiples of the sensor's 80 % day-ahead half-width (a robust,
+            Huber-type update; 0 = unclipped).
         profile_ready: day-ahead errors a sensor must have measured before forecasts use the
             long-run forecast (before that: the AR path with the trainer's interval calibration).
     """

@@ -746,14 +746,16 @@ def _profile_learn(st: F64, prof: F64, t: float, x: float, dt: float, learn: boo
         a_l = _max(1.0 - math.exp(-dt / fp[P_PROFILE_LEVEL_TAU]), 1.0 / (st[N] + 1.0))
         st[FL] += a_l * (x - st[FL])
         st[PL] += a_l * (x - row[PF_S] - st[PL])
-        # Running mean over the first visits, then weight profile_weight per visit. Once the
-        # sensor's day-ahead half-width is measured, one visit moves its bin by at most
-        # profile_clip of it (a Huber step): a maintenance drop or an outage's ramp that the
-        # detector let through would otherwise be learned as the shape of the day.
+        # Running mean over the first visits, then weight profile_weight per visit. From then
+        # on (and once the sensor's day-ahead half-width is measured) one visit moves its bin
+        # by at most profile_clip of that half-width, a Huber step: a maintenance drop or an
+        # outage's ramp that the detector let through would otherwise be learned as the shape
+        # of the day. The first visits stay unclipped: they find the bin's level.
         row[PF_W] += frac
         e = x - st[PL] - row[PF_S]
         cap = fp[P_PROFILE_CLIP] * st[Q80_S]
-        if st[PE_N] > PROFILE_Q_START and cap > 0.0:
+        mature = row[PF_W] * fp[P_PROFILE_WEIGHT] >= 1.0
+        if mature and st[PE_N] > PROFILE_Q_START and cap > 0.0:
             e = _max(-cap, _min(cap, e))
         row[PF_S] += frac * _max(fp[P_PROFILE_WEIGHT], 1.0 / row[PF_W]) * e
     row[PF_FS] = st[PL] + row[PF_S]

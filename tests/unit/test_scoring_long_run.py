@@ -149,7 +149,8 @@ def test_invalid_profile_settings_are_refused(bad: dict[str, float]) -> None:
 def test_one_visit_moves_a_bin_by_at_most_the_clip(clip: float) -> None:
     """A reading the detector let through far from its bin (a maintenance drop it came to
     accept, an outage's ramp): unclipped, the bin moves by its weight times the whole error;
-    clipped, by at most ``profile_clip`` half-widths times its weight."""
+    clipped, by at most ``profile_clip`` half-widths times its weight, once the bin is past
+    its first visits."""
     detector, forecaster = models()
     eng = Scorer(ScoringConfig(profile_clip=clip), detector, forecaster).engine
     st = np.zeros(k.N_COLS)
@@ -166,3 +167,7 @@ def test_one_visit_moves_a_bin_by_at_most_the_clip(clip: float) -> None:
     error = st[k.PL] - 0.0
     assert 9.5 < error < 10.0
     assert moved == pytest.approx(weight * (min(clip * st[k.Q80_S], error) if clip else error))
+    # A bin on its second visit is still finding its level: a running mean, never clipped.
+    prof[49, k.PF_W] = 1.0
+    k._profile_learn(st, prof, t + 900.0, 0.0, 900.0, True, eng._fp)
+    assert -prof[49, k.PF_S] == pytest.approx(0.5 * st[k.PL])
