@@ -163,8 +163,9 @@ def test_one_visit_moves_a_bin_by_at_most_the_clip(clip: float) -> None:
     k._profile_learn(st, prof, t, 0.0, 900.0, True, eng._fp)
     moved = -prof[48, k.PF_S]
     weight = eng.cfg.profile_weight
-    # The level steps first (a little), then the bin takes its share of what is left.
-    error = st[k.PL] - 0.0
+    # The level steps first (a little), then the bin takes its share of what is left: the
+    # reading is 0, so the error is the level itself.
+    error = st[k.PL]
     assert 9.5 < error < 10.0
     assert moved == pytest.approx(weight * (min(clip * st[k.Q80_S], error) if clip else error))
     # A bin on its second visit is still finding its level: a running mean, never clipped.
