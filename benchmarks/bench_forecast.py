@@ -159,6 +159,9 @@ TUNING: list[dict[str, Any]] = [
     {"profile_clip": 0.0},
     {"profile_clip": 2.0},
     {"profile_clip": 3.0},
+    {"profile_mean_tau_s": 1.5 * 86400.0},
+    {"profile_mean_tau_s": 7 * 86400.0},
+    {"profile_mean_tau_s": 14 * 86400.0},
 ]
 
 

@@ -109,7 +109,10 @@ class ScoringConfig:
             five days count).
         profile_level_tau_s: time constant of the slow level the profile is measured from.
         profile_error_tau_s: time constant of the mean squared day-ahead errors that choose
-            between the profile and the flat level, and of the deviations' autocorrelation.
+            between the profile, the flat level and the reverting mean, and of the deviations'
+            autocorrelation.
+        profile_mean_tau_s: time constant of the long mean a mean-reverting level returns to,
+            and of the autocovariances that measure how fast it returns.
         profile_quantile_step: log-domain step of the online |error| quantiles (per bin's
             visit, i.e. per measured error) that set the long-run interval half-widths.
         profile_clip: the most one visit may move its bin once the bin is past its first
@@ -179,6 +182,7 @@ class ScoringConfig:
     profile_error_tau_s: float = 86400.0
     profile_quantile_step: float = 0.02
     profile_clip: float = 1.5
+    profile_mean_tau_s: float = 3 * 86400.0
     profile_ready: int = 24
 
     seed: int = 7
@@ -209,7 +213,10 @@ class ScoringConfig:
             raise ValueError("mixture_alpha must be in (0, 1)")
         if self.profile_bins < 1 or not 0.0 < self.profile_weight <= 1.0:
             raise ValueError("profile_bins >= 1 and profile_weight in (0, 1]")
-        if min(self.profile_level_tau_s, self.profile_error_tau_s, self.profile_quantile_step) <= 0:
+        if (
+            min(self.profile_level_tau_s, self.profile_error_tau_s, self.profile_mean_tau_s) <= 0
+            or self.profile_quantile_step <= 0
+        ):
             raise ValueError("profile time constants and quantile step must be > 0")
         if self.profile_clip < 0:
             raise ValueError("profile_clip must be >= 0")

@@ -210,6 +210,7 @@ def _float_params(
         k.P_PROFILE_ERROR_TAU: cfg.profile_error_tau_s,
         k.P_PROFILE_Q_STEP: cfg.profile_quantile_step,
         k.P_PROFILE_CLIP: cfg.profile_clip,
+        k.P_PROFILE_MEAN_TAU: cfg.profile_mean_tau_s,
         k.P_MIX_MARGIN: cfg.mixture_margin,
         k.P_MIX_GATE: cfg.mixture_gate,
         k.P_MIX_ALPHA: cfg.mixture_alpha,

@@ -300,12 +300,14 @@ def _ar_recursion(phi: list[float], drive: list[float], history: list[float]) ->
 class LongRun:
     """A sensor's long-run forecast (``kernel`` section "seasonal profile"): the mean at each
     requested time, the 80 % / 95 % half-widths its own errors a period ahead showed, and the
-    lag-1 autocorrelation ``rho`` of the deviations from it (how long a deviation persists)."""
+    lag-1 autocorrelation ``rho`` of the deviations from it (how long a deviation persists).
+    With ``grown`` the half-widths are already given per step (arrays), not a period out."""
 
     mean: F64
-    half80: float
-    half95: float
+    half80: float | F64
+    half95: float | F64
     rho: float
+    grown: bool = False
 
 
 def profile_path(offsets: F64, weights: F64, level: float, times_s: F64, period_s: float) -> F64:
@@ -322,6 +324,14 @@ def profile_path(offsets: F64, weights: F64, level: float, times_s: F64, period_
     return out
 
 
+def reversion(c1: float, c2: float) -> float:
+    """Per-reading persistence of a level's deviations from its long mean, from their lag-1 and
+    lag-2 autocovariances ``c1``, ``c2`` (kernel section "seasonal profile"): for a level that
+    decays like an AR(1) under white measurement noise, c2 / c1 is that decay, which the noise
+    (unlike the lag-1 autocorrelation) does not shorten."""
+    return min(max(c2 / c1, 0.0), 0.999) if c1 > 0.0 else 0.0
+
+
 def blend_long_run(mean: F64, half80: F64, half95: F64, long_run: LongRun) -> tuple[F64, F64, F64]:
     """Hand the AR path over to the long-run forecast along the horizon.
 
@@ -333,7 +343,7 @@ def blend_long_run(mean: F64, half80: F64, half95: F64, long_run: LongRun) -> tu
     long-run half-width q. For AR(1) deviations both ends then agree at every step.
     """
     w = long_run.rho ** np.arange(1, mean.shape[0] + 1, dtype=np.float64)
-    grow = np.sqrt(1.0 - w * w)
+    grow = 1.0 if long_run.grown else np.sqrt(1.0 - w * w)
     return (
         w * mean + (1.0 - w) * long_run.mean,
         w * half80 + (1.0 - w) * grow * long_run.half80,

@@ -104,8 +104,13 @@ def jit(fn: _F) -> _F:
     MX_LN,
     MX_NATS,
     MX_QLOW,
-) = range(58)
-N_COLS = 58
+    RL,
+    RV_P1,
+    RV_P2,
+    RV_C1,
+    RV_C2,
+) = range(63)
+N_COLS = 63
 
 # The IF calibration prior counts as this many readings of the sensor's own.
 IF_PRIOR_N = 50.0
@@ -169,11 +174,12 @@ SQRT_PI_2 = 1.2533141373155  # E|e| = sigma * sqrt(2/pi) for Gaussian e
     P_PROFILE_ERROR_TAU,
     P_PROFILE_Q_STEP,
     P_PROFILE_CLIP,
+    P_PROFILE_MEAN_TAU,
     P_MIX_MARGIN,
     P_MIX_GATE,
     P_MIX_ALPHA,
-) = range(57)
-N_PARAMS = 57
+) = range(58)
+N_PARAMS = 58
 # Indices into the integer parameter vector.
 I_P, I_D, I_FOURIER_K, I_HAS_FOREST, I_FOREST_DEPTH, I_HST_HEIGHT = range(6)
 N_IPARAMS = 6
@@ -678,6 +684,17 @@ def _regime_decay(reg: F64, dt: float, fp: F64) -> None:
 # sensor's interval is calibrated on its own errors rather than one curve for all. A request
 # blends the AR path into this long-run forecast by the lag-1 autocorrelation of the deviations
 # from it (``forecaster.blend_long_run``). Nothing here feeds the detector.
+#
+# A sensor whose day has no shape (the flat level erred less) is often a level that wanders
+# and returns to a mean (barometric pressure, a controlled room). For it the kernel also keeps a
+# long mean and the lag-1 and lag-2 autocovariances of the deviations from it; their ratio is
+# how fast a deviation fades per reading, which measurement noise does not shorten (it does
+# shorten the lag-1 autocorrelation). A request for such a sensor returns from the AR path's
+# first step to the long mean at that rate instead of handing over to the flat level, its band
+# from the AR path's one-step band to the flat level's half-width (``Scorer._long_run``). The
+# choice between profile and flat is still made on the flat level's errors: made on the
+# returning path's own day-ahead errors it chose worse on the training series
+# (``docs/ml/README.md``).
 
 PF_S, PF_W, PF_FS, PF_FF, PF_T = range(5)
 PF_COLS = 5
@@ -715,6 +732,25 @@ def _profile_errors(st: F64, e_s: float, e_f: float, a: float, eta: float) -> No
         st[Q80_F] = _quantile_step(st[Q80_F], e_f, 0.8, eta)
         st[Q95_F] = _quantile_step(st[Q95_F], e_f, 0.95, eta)
     st[PE_N] = n
+
+
+@jit
+def _reverting_learn(st: F64, x: float, dt: float, typ: float, learn: bool, fp: F64) -> None:
+    """The long mean (from normal readings) and the autocovariances of every in-order reading's
+    deviation from it."""
+    a = _max(1.0 - math.exp(-dt / fp[P_PROFILE_MEAN_TAU]), 1.0 / (st[N] + 1.0))
+    d = x - st[RL]
+    if dt <= 2.0 * typ:  # lag products only across consecutive readings, not a gap
+        if not math.isnan(st[RV_P1]):
+            st[RV_C1] += a * (d * st[RV_P1] - st[RV_C1])
+        if not math.isnan(st[RV_P2]):
+            st[RV_C2] += a * (d * st[RV_P2] - st[RV_C2])
+        st[RV_P2] = st[RV_P1]
+    else:
+        st[RV_P2] = math.nan
+    st[RV_P1] = d
+    if learn:
+        st[RL] += a * d
 
 
 @jit
@@ -761,6 +797,7 @@ def _profile_learn(st: F64, prof: F64, t: float, x: float, dt: float, learn: boo
     row[PF_FS] = st[PL] + row[PF_S]
     row[PF_FF] = st[FL]
     row[PF_T] = t
+    _reverting_learn(st, x, dt, typ, learn, fp)
 
 
 # ---------------------------------------------------------------------- value mixture
@@ -922,6 +959,8 @@ def _init_row(
     mix[0, MX_MU], mix[0, MX_W], mix[0, MX_N] = x, 1.0, 1.0
     st[PL] = x
     st[FL] = x
+    st[RL] = x
+    st[RV_P1] = st[RV_P2] = math.nan
 
 
 @jit

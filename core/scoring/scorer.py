@@ -40,6 +40,7 @@ from core.scoring.forecaster import (
     forecast_path,
     interval_scales,
     profile_path,
+    reversion,
 )
 from core.scoring.forest import CompiledForest
 from core.scoring.results import DETECTOR_NAMES, ForecastPoint, Score
@@ -239,7 +240,7 @@ class Scorer:
         m80, m95 = interval_scales(eng.spec, horizon)
         w80 = self.config.band_z80 * m80 * sd
         w95 = self.config.band_z95 * m95 * sd
-        lr = self._long_run(slot, times) if long_run else None
+        lr = self._long_run(slot, times, mean[0], w80[0], w95[0]) if long_run else None
         if lr is not None:
             mean, w80, w95 = blend_long_run(mean, w80, w95, lr)
         epoch = datetime(1970, 1, 1, tzinfo=UTC)
@@ -257,8 +258,18 @@ class Scorer:
             )
         ]
 
-    def _long_run(self, slot: int, times: F64) -> LongRun | None:
-        """The sensor's long-run forecast at ``times``, or None before it has proved itself."""
+    def _long_run(
+        self, slot: int, times: F64, start: float, start80: float, start95: float
+    ) -> LongRun | None:
+        """The sensor's long-run forecast at ``times``, or None before it has proved itself.
+
+        The daily profile if its errors a period ahead were smaller than the flat level's.
+        Otherwise, the day having no shape, a level that returns from ``start`` (the AR path's
+        first step, whose half-widths are ``start80`` / ``start95``) to the sensor's long mean
+        at its measured rate phi per reading. What is left of the start's error after h steps
+        is phi^h of it, and the level's own spread (the flat level's half-widths a period out)
+        takes the rest of the variance.
+        """
         st = self.engine.state[slot]
         if st[k.PE_N] < self.config.profile_ready:
             return None
@@ -269,9 +280,13 @@ class Scorer:
                 prof[:, k.PF_S], prof[:, k.PF_W], float(st[k.PL]), times, self.engine.spec.period_s
             )
             return LongRun(mean, float(st[k.Q80_S]), float(st[k.Q95_S]), rho)
-        return LongRun(
-            np.full(times.shape[0], st[k.FL]), float(st[k.Q80_F]), float(st[k.Q95_F]), rho
-        )
+        phi = reversion(float(st[k.RV_C1]), float(st[k.RV_C2]))
+        left = phi ** np.arange(times.shape[0], dtype=np.float64)
+        mean = st[k.RL] + left * (start - st[k.RL])
+        q80, q95 = float(st[k.Q80_F]), float(st[k.Q95_F])
+        h80 = np.sqrt(left**2 * start80**2 + (1.0 - left**2) * q80**2)
+        h95 = np.sqrt(left**2 * start95**2 + (1.0 - left**2) * q95**2)
+        return LongRun(mean, h80, h95, rho, grown=True)
 
 
 def _aware(when: datetime) -> datetime:
