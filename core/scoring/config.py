@@ -109,10 +109,9 @@ class ScoringConfig:
             five days count).
         profile_level_tau_s: time constant of the slow level the profile is measured from.
         profile_error_tau_s: time constant of the mean squared day-ahead errors that choose
-            between the profile, the flat level and the reverting mean, and of the deviations'
-            autocorrelation.
-        profile_mean_tau_s: time constant of the long mean a mean-reverting level returns to,
-            and of the autocovariances that measure how fast it returns.
+            between the profile and the flat level, and of the deviations' autocorrelation.
+        profile_mean_tau_s: time constant of the long mean that a sensor without a daily shape
+            is forecast to return to, and of the autocovariances that measure how fast.
         profile_quantile_step: log-domain step of the online |error| quantiles (per bin's
             visit, i.e. per measured error) that set the long-run interval half-widths.
         profile_clip: the most one visit may move its bin once the bin is past its first

@@ -340,7 +340,8 @@ def blend_long_run(mean: F64, half80: F64, half95: F64, long_run: LongRun) -> tu
     one that fades within a few readings hands over quickly. The half-widths blend the same way,
     from the AR path's calibrated band towards ``q * sqrt(1 - rho^(2h))``: the growth of the
     h-step error of deviations that decay at rho (AR(1)) up to the sensor's own measured
-    long-run half-width q. For AR(1) deviations both ends then agree at every step.
+    long-run half-width q. For AR(1) deviations both ends then agree at every step. A long
+    run whose half-widths are already ``grown`` per step brings its own growth.
     """
     w = long_run.rho ** np.arange(1, mean.shape[0] + 1, dtype=np.float64)
     grow = 1.0 if long_run.grown else np.sqrt(1.0 - w * w)

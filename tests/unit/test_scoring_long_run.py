@@ -122,12 +122,13 @@ def test_a_wandering_level_is_forecast_back_to_its_mean() -> None:
     assert np.median(rhos) < 0.9, rhos  # what the noise does to the lag-1 autocorrelation
     assert 0.99 < np.median(rates) <= 0.999, rates  # the level's own 0.9965
     assert np.mean(served) < 0.97 * np.mean(before), (np.mean(served), np.mean(before))
-    # The forecast starts at the AR path's first step, with its band, and ends near the long
-    # mean with the level's own half-width.
+    # The forecast starts at the AR path's first step, with its one-step band, and moves
+    # towards the long mean while its band widens towards the level's own spread.
     assert mean[0] == pytest.approx(ar[0])
-    assert pts[0].upper_80 - pts[0].mean == pytest.approx(ar_pts[0].upper_80 - ar_pts[0].mean)
+    half = [p.upper_80 - p.mean for p in pts]
+    assert half[0] == pytest.approx(ar_pts[0].upper_80 - ar_pts[0].mean)
     assert abs(mean[-1] - st[k.RL]) < abs(mean[0] - st[k.RL]) + 1e-9
-    assert pts[-1].upper_80 - pts[-1].mean == pytest.approx(st[k.Q80_F], rel=0.2)
+    assert half[-1] > 1.5 * half[0], (half[0], half[-1])
 
 
 def test_long_run_intervals_cover_nominally_on_the_sensors_own_errors() -> None:
