@@ -162,6 +162,9 @@ TUNING: list[dict[str, Any]] = [
     {"profile_mean_tau_s": 1.5 * 86400.0},
     {"profile_mean_tau_s": 7 * 86400.0},
     {"profile_mean_tau_s": 14 * 86400.0},
+    {"profile_harmonics": 0},
+    {"profile_harmonics": 3},
+    {"profile_harmonics": 4},
 ]
 
 

@@ -112,6 +112,9 @@ class ScoringConfig:
             between the profile and the flat level, and of the deviations' autocorrelation.
         profile_mean_tau_s: time constant of the long mean that a sensor without a daily shape
             is forecast to return to, and of the autocovariances that measure how fast.
+        profile_harmonics: harmonics of the period that a forecast's profile is shrunk towards
+            as far as its bins' roughness looks like noise (``forecaster.smooth_profile``;
+            0 = the bins as learned).
         profile_quantile_step: log-domain step of the online |error| quantiles (per bin's
             visit, i.e. per measured error) that set the long-run interval half-widths.
         profile_clip: the most one visit may move its bin once the bin is past its first
@@ -182,6 +185,7 @@ class ScoringConfig:
     profile_quantile_step: float = 0.02
     profile_clip: float = 1.5
     profile_mean_tau_s: float = 3 * 86400.0
+    profile_harmonics: int = 2
     profile_ready: int = 24
 
     seed: int = 7
@@ -219,3 +223,5 @@ class ScoringConfig:
             raise ValueError("profile time constants and quantile step must be > 0")
         if self.profile_clip < 0:
             raise ValueError("profile_clip must be >= 0")
+        if self.profile_harmonics < 0 or 2 * self.profile_harmonics + 2 > self.profile_bins:
+            raise ValueError("profile_harmonics must be >= 0 and leave bins to fit them")

@@ -324,6 +324,34 @@ def profile_path(offsets: F64, weights: F64, level: float, times_s: F64, period_
     return out
 
 
+def smooth_profile(offsets: F64, weights: F64, noise_var: float, harmonics: int) -> F64:
+    """The visited bins' offsets shrunk towards their projection on the first ``harmonics``
+    harmonics of the period, as far as their departures from it look like noise.
+
+    A bin is the mean of a few noisy visits, so it carries noise of variance about
+    ``noise_var``; a few harmonics fitted to all bins average that away but cannot draw a sharp
+    shape (a machine's switch, two demand peaks). The bins' mean squared departure from the
+    projection is that noise plus the shape the harmonics miss; the share that is shape,
+    ``tau2 / (tau2 + noise_var)``, is kept (empirical Bayes). A smooth cycle under heavy noise
+    is forecast by its projection, a sharp shape by its bins as learned.
+    """
+    seen = weights > 0
+    if harmonics < 1 or np.count_nonzero(seen) < 2 * harmonics + 2:
+        return offsets
+    angle = 2.0 * math.pi * (np.arange(offsets.shape[0]) + 0.5) / offsets.shape[0]
+    j = np.arange(1, harmonics + 1)
+    design = np.hstack(
+        [np.ones((angle.shape[0], 1)), np.sin(np.outer(angle, j)), np.cos(np.outer(angle, j))]
+    )
+    coef = np.linalg.lstsq(design[seen], offsets[seen], rcond=None)[0]
+    fit = design @ coef
+    rough = offsets - fit
+    tau2 = max(0.0, float(np.mean(rough[seen] ** 2)) - noise_var)
+    keep = tau2 / (tau2 + noise_var) if tau2 + noise_var > 0.0 else 1.0
+    out: F64 = np.where(seen, fit + keep * rough, offsets)
+    return out
+
+
 def reversion(c1: float, c2: float) -> float:
     """Per-reading persistence of a level's deviations from its long mean, from their lag-1 and
     lag-2 autocovariances ``c1``, ``c2`` (kernel section "seasonal profile"): for a level that

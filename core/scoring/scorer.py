@@ -41,6 +41,7 @@ from core.scoring.forecaster import (
     interval_scales,
     profile_path,
     reversion,
+    smooth_profile,
 )
 from core.scoring.forest import CompiledForest
 from core.scoring.results import DETECTOR_NAMES, ForecastPoint, Score
@@ -258,12 +259,24 @@ class Scorer:
             )
         ]
 
+    def served_offsets(self, slot: int) -> F64:
+        """The sensor's profile bins (offsets from its slow level) as a forecast serves them:
+        smoothed as far as their roughness looks like noise (``forecaster.smooth_profile``)."""
+        prof = self.engine.profile[slot]
+        # A bin averages about (2 - w) / w visits. The noise that differs from bin to bin is at
+        # most the reading-to-reading (one-step) noise; slower noise moves neighbours alike.
+        w = self.config.profile_weight
+        noise = float(self.engine.state[slot, SIG]) ** 2 * w / (2.0 - w)
+        harmonics = self.config.profile_harmonics
+        return smooth_profile(prof[:, k.PF_S], prof[:, k.PF_W], noise, harmonics)
+
     def _long_run(
         self, slot: int, times: F64, start: float, start80: float, start95: float
     ) -> LongRun | None:
         """The sensor's long-run forecast at ``times``, or None before it has proved itself.
 
-        The daily profile if its errors a period ahead were smaller than the flat level's.
+        The daily profile if its errors a period ahead were smaller than the flat level's,
+        smoothed as far as its roughness looks like noise.
         Otherwise, the day having no shape, a level that returns from ``start`` (the AR path's
         first step, whose half-widths are ``start80`` / ``start95``) to the sensor's long mean
         at its measured rate phi per reading. What is left of the start's error after h steps
@@ -275,10 +288,10 @@ class Scorer:
             return None
         rho = float(np.clip(st[k.PR_C1] / st[k.PR_C0], 0.0, 0.999)) if st[k.PR_C0] > 0 else 0.0
         if st[k.MSE_S] <= st[k.MSE_F]:
-            prof = self.engine.profile[slot]
-            mean = profile_path(
-                prof[:, k.PF_S], prof[:, k.PF_W], float(st[k.PL]), times, self.engine.spec.period_s
-            )
+            weights = self.engine.profile[slot, :, k.PF_W]
+            offsets = self.served_offsets(slot)
+            period = self.engine.spec.period_s
+            mean = profile_path(offsets, weights, float(st[k.PL]), times, period)
             return LongRun(mean, float(st[k.Q80_S]), float(st[k.Q95_S]), rho)
         phi = reversion(float(st[k.RV_C1]), float(st[k.RV_C2]))
         left = phi ** np.arange(times.shape[0], dtype=np.float64)

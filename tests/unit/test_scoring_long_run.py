@@ -2,8 +2,8 @@
 
 Judged on processes whose right answer is known: a machine on a daily schedule (a shape a few
 Fourier terms do not draw), noise around a fixed level (no daily shape at all), a level that
-wanders and returns to its mean under measurement noise, and readings sparser than the
-profile's bins.
+wanders and returns to its mean under measurement noise, a smooth cycle under passing weather,
+and readings sparser than the profile's bins.
 """
 
 from __future__ import annotations
@@ -13,7 +13,13 @@ import pytest
 
 from core.scoring import Scorer, ScoringConfig
 from core.scoring import kernel as k
-from core.scoring.forecaster import LongRun, blend_long_run, profile_path, reversion
+from core.scoring.forecaster import (
+    LongRun,
+    blend_long_run,
+    profile_path,
+    reversion,
+    smooth_profile,
+)
 from tests.unit.test_scoring_support import START, forecast_coverage, models
 
 DAY_S = 86400.0
@@ -131,6 +137,68 @@ def test_a_wandering_level_is_forecast_back_to_its_mean() -> None:
     assert half[-1] > 1.5 * half[0], (half[0], half[-1])
 
 
+def test_a_noisy_daily_cycle_is_served_smooth() -> None:
+    """A smooth daily cycle under weather that comes and goes within hours (an AR(1) with a
+    one-hour time constant, sd 1.5) and a little measurement noise: humidity, an outdoor
+    temperature. Each bin of the profile is a mean of a few days' weather, so the bins as
+    learned are rough; served smoothed by how noisy its bins are, the profile forecasts a day
+    ahead better than the bins as learned (what was served before)."""
+    days = 12
+    phi = float(np.exp(-STEP_S / 3600.0))
+    angle = 2.0 * np.pi * np.arange(days * PER_DAY) / PER_DAY
+    served, before = [], []
+    for seed in range(6):
+        rng = np.random.default_rng(200 + seed)
+        weather = np.empty(angle.shape[0])
+        weather[0] = 0.0
+        for i in range(1, weather.shape[0]):
+            weather[i] = phi * weather[i - 1] + rng.normal(0.0, 1.5 * np.sqrt(1.0 - phi**2))
+        x = 60.0 + 6.0 * np.sin(angle) + weather + rng.normal(0.0, 0.5, angle.shape)
+        scorer = _scorer()
+        done = 0
+        for origin in range(8 * PER_DAY, 11 * PER_DAY, PER_DAY // 2):  # 6 origins, 3 days
+            _feed(scorer, "h", x, origin, done)
+            done = origin
+            st = scorer.engine.state[scorer.engine.slots["h"]]
+            prof = scorer.engine.profile[scorer.engine.slots["h"]]
+            assert st[k.MSE_S] < st[k.MSE_F], "the cycle must pick the seasonal profile"
+            pts = scorer.forecast("h", PER_DAY)
+            ar = np.array([p.mean for p in scorer.forecast("h", PER_DAY, long_run=False)])
+            times = np.array([p.time.timestamp() for p in pts])
+            as_learned = profile_path(prof[:, k.PF_S], prof[:, k.PF_W], st[k.PL], times, DAY_S)
+            rho = st[k.PR_C1] / st[k.PR_C0]
+            long_run = LongRun(as_learned, 1.0, 1.0, rho)
+            old = blend_long_run(ar, np.ones(PER_DAY), np.ones(PER_DAY), long_run)[0]
+            actual = x[origin : origin + PER_DAY]
+            served.append(float(np.mean(np.abs(actual - np.array([p.mean for p in pts])))))
+            before.append(float(np.mean(np.abs(actual - old))))
+    assert np.mean(served) < 0.98 * np.mean(before), (np.mean(served), np.mean(before))
+
+
+def test_a_profile_is_smoothed_as_far_as_its_roughness_is_noise() -> None:
+    angle = 2.0 * np.pi * (np.arange(96) + 0.5) / 96
+    seen = np.ones(96)
+    rng = np.random.default_rng(9)
+    # A smooth cycle whose bins carry noise of variance 0.25: the two-harmonic projection.
+    smooth = 3.0 * np.sin(angle) + np.cos(2.0 * angle)
+    noisy = smooth + rng.normal(0.0, 0.5, 96)
+    got = smooth_profile(noisy, seen, 0.25, 2)
+    assert np.sqrt(np.mean((got - smooth) ** 2)) < 0.4 * np.sqrt(np.mean((noisy - smooth) ** 2))
+    # A machine's schedule with little noise: kept as learned, edges and all.
+    hours = np.arange(96) / 4.0
+    square = np.where((hours >= 8) & (hours < 18), 10.0, 2.0) + rng.normal(0.0, 0.1, 96)
+    assert np.max(np.abs(smooth_profile(square, seen, 0.01, 2) - square)) < 0.05
+    # Unvisited bins are left to profile_path's nearest neighbour; too few visited, or no
+    # harmonics asked for, and the bins are served as learned.
+    part = seen.copy()
+    part[40:60] = 0.0
+    assert np.all(smooth_profile(noisy, part, 0.25, 2)[40:60] == noisy[40:60])
+    few = np.zeros(96)
+    few[:5] = 1.0
+    assert smooth_profile(noisy, few, 0.25, 2) is noisy
+    assert smooth_profile(noisy, seen, 0.25, 0) is noisy
+
+
 def test_long_run_intervals_cover_nominally_on_the_sensors_own_errors() -> None:
     # Each sensor's own day-ahead errors set its long-run interval: two sensors with the same
     # schedule but noise 0.3 and 1.5 get bands five times apart, and both cover.
@@ -191,6 +259,8 @@ def test_forecasts_wait_until_the_sensor_has_measured_its_errors() -> None:
         {"profile_quantile_step": -1.0},
         {"profile_clip": -1.0},
         {"profile_mean_tau_s": 0.0},
+        {"profile_harmonics": -1},
+        {"profile_harmonics": 48},
     ],
 )
 def test_invalid_profile_settings_are_refused(bad: dict[str, float]) -> None:
