@@ -8,6 +8,8 @@ and readings sparser than the profile's bins.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 
@@ -34,6 +36,15 @@ def _schedule(days: int, seed: int) -> np.ndarray:
     return np.where((hour >= 8) & (hour < 18), 10.0, 2.0) + rng.normal(0, 0.3, hour.shape)
 
 
+def _ar1(rng: np.random.Generator, n: int, phi: float, innovation_sd: float) -> np.ndarray:
+    """An AR(1) path from 0: a level that wanders and returns, or weather that passes."""
+    out = np.zeros(n)
+    shocks = rng.normal(0.0, innovation_sd, n - 1)
+    for i in range(1, n):
+        out[i] = phi * out[i - 1] + shocks[i - 1]
+    return out
+
+
 def _scorer() -> Scorer:
     detector, forecaster = models()
     return Scorer(ScoringConfig(), detector, forecaster)
@@ -43,6 +54,16 @@ def _feed(scorer: Scorer, sid: str, x: np.ndarray, upto: int, done: int = 0) -> 
     t = START.timestamp() + STEP_S * np.arange(done, upto, dtype=np.float64)
     for _ in scorer.score_arrays([sid] * (upto - done), t, x[done:upto]):
         pass
+
+
+def _half_days(scorer: Scorer, sid: str, x: np.ndarray, first: int, last: int) -> Iterator[int]:
+    """Origins every half day from day ``first`` to before day ``last``, the readings before
+    each fed to the scorer first."""
+    done = 0
+    for origin in range(first * PER_DAY, last * PER_DAY, PER_DAY // 2):
+        _feed(scorer, sid, x, origin, done)
+        done = origin
+        yield origin
 
 
 def test_a_daily_schedule_is_forecast_a_day_ahead() -> None:
@@ -98,16 +119,10 @@ def test_a_wandering_level_is_forecast_back_to_its_mean() -> None:
     served, before, rhos, rates = [], [], [], []
     for seed in range(8):
         rng = np.random.default_rng(100 + seed)
-        level = np.empty(days * PER_DAY)
-        level[0] = 0.0
-        for i in range(1, level.shape[0]):
-            level[i] = phi * level[i - 1] + rng.normal(0.0, 0.25)
+        level = _ar1(rng, days * PER_DAY, phi, 0.25)
         x = 1013.0 + level + rng.normal(0.0, 1.0, level.shape)
         scorer = _scorer()
-        done = 0
-        for origin in range(8 * PER_DAY, 11 * PER_DAY, PER_DAY // 2):  # 6 origins, 3 days
-            _feed(scorer, "p", x, origin, done)
-            done = origin
+        for origin in _half_days(scorer, "p", x, 8, 11):  # 6 origins, 3 days
             st = scorer.engine.state[scorer.engine.slots["p"]]
             # Without a daily shape the profile's and the flat level's day-ahead errors are a
             # coin's toss apart (the profile learns bits of the wander); that choice is tested
@@ -149,16 +164,10 @@ def test_a_noisy_daily_cycle_is_served_smooth() -> None:
     served, before = [], []
     for seed in range(6):
         rng = np.random.default_rng(200 + seed)
-        weather = np.empty(angle.shape[0])
-        weather[0] = 0.0
-        for i in range(1, weather.shape[0]):
-            weather[i] = phi * weather[i - 1] + rng.normal(0.0, 1.5 * np.sqrt(1.0 - phi**2))
+        weather = _ar1(rng, angle.shape[0], phi, 1.5 * np.sqrt(1.0 - phi**2))
         x = 60.0 + 6.0 * np.sin(angle) + weather + rng.normal(0.0, 0.5, angle.shape)
         scorer = _scorer()
-        done = 0
-        for origin in range(8 * PER_DAY, 11 * PER_DAY, PER_DAY // 2):  # 6 origins, 3 days
-            _feed(scorer, "h", x, origin, done)
-            done = origin
+        for origin in _half_days(scorer, "h", x, 8, 11):  # 6 origins, 3 days
             st = scorer.engine.state[scorer.engine.slots["h"]]
             prof = scorer.engine.profile[scorer.engine.slots["h"]]
             assert st[k.MSE_S] < st[k.MSE_F], "the cycle must pick the seasonal profile"
