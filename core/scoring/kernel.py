@@ -683,7 +683,10 @@ def _regime_decay(reg: F64, dt: float, fp: F64) -> None:
 # forecast and online quantiles of its |error| are the long-run interval half-widths, so each
 # sensor's interval is calibrated on its own errors rather than one curve for all. A request
 # blends the AR path into this long-run forecast by the lag-1 autocorrelation of the deviations
-# from it (``forecaster.blend_long_run``). Nothing here feeds the detector.
+# from it (``forecaster.blend_long_run``), serving the profile smoothed as far as its bins'
+# roughness looks like noise (``Scorer.served_offsets``); the errors measured here are those of
+# the bins as learned (measured on the smoothed forecast instead, the half-widths barely moved:
+# ``docs/ml/README.md``). Nothing here feeds the detector.
 #
 # A sensor whose day has no shape (the flat level erred less) is often a level that wanders
 # and returns to a mean (barometric pressure, a controlled room). For it the kernel also keeps a
