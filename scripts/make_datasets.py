@@ -3,6 +3,9 @@
 * ``datasets/synthetic/train.csv`` + ``train_labels.csv`` — the simulator, seed ``TRAIN_SEED``;
 * ``datasets/synthetic/eval.csv`` + ``eval_labels.csv`` — the simulator, seed ``EVAL_SEED`` (never
   used for training or tuning; the anomaly and forecast evaluations read it);
+* ``datasets/synthetic/forecast_long.csv`` + ``forecast_long_labels.csv`` — the simulator, seed
+  ``LONG_SEED``, twice as many days as ``eval.csv`` (never used for training or tuning; the
+  forecast evaluation over many origins per series reads it);
 * ``datasets/real/waterflow.csv`` — river's ``WaterFlow`` readings (BSD-3-Clause), re-labelled
   with our column names and UTC timestamps.
 
@@ -30,9 +33,14 @@ EVAL_SENSORS = 12
 INTERVAL_S = 900.0  # 15 minutes: 96 readings a day, so the daily cycle is visible to a forecaster
 TRAIN_TICKS = 4032  # 42 days
 EVAL_TICKS = 2016  # 21 days
+# Forecast verdicts per series need many held-out days (a day's errors move together): 42 days
+# of 12 sensors give about 35 one-day origins per series after a week's warm-up.
+LONG_SEED = 20261303
+LONG_TICKS = 4032  # 42 days
 ANOMALY_RATE = 0.004  # about one incident per 250 readings of a sensor
 TRAIN_START = datetime(2026, 1, 5, tzinfo=UTC)
 EVAL_START = datetime(2026, 3, 2, tzinfo=UTC)
+LONG_START = datetime(2026, 5, 4, tzinfo=UTC)
 
 
 def write_synthetic(
@@ -92,6 +100,7 @@ def main() -> None:
     for name, seed, sensors, ticks, start in (
         ("train", TRAIN_SEED, N_SENSORS, TRAIN_TICKS, TRAIN_START),
         ("eval", EVAL_SEED, EVAL_SENSORS, EVAL_TICKS, EVAL_START),
+        ("forecast_long", LONG_SEED, EVAL_SENSORS, LONG_TICKS, LONG_START),
     ):
         write_synthetic(synthetic, name, seed, sensors, ticks, start)
     print(f"real/waterflow.csv: {write_waterflow(real)} readings")
