@@ -19,8 +19,8 @@ Usage::
     .venv/bin/python benchmarks/bench_forecast.py --quick    # 3 series, 2 origins (~1 min)
     .venv/bin/python benchmarks/bench_forecast.py --markdown docs/ml/forecast_results.md
     .venv/bin/python benchmarks/bench_forecast.py --train    # forecaster fitted now (see below)
-    .venv/bin/python benchmarks/bench_forecast.py --long --origins 35 \
-        --markdown docs/ml/forecast_results_long.md           # 42 held-out days (see below)
+    .venv/bin/python benchmarks/bench_forecast.py --long \
+        --markdown docs/ml/forecast_results_long.md           # 42 held-out days, 35 origins
 
 ``--train`` fits the forecaster with ``select_forecaster`` on ``datasets/synthetic/train.csv`` (what
 ``sensorpipe train`` does) instead of loading the committed one, so a change to the selection or
@@ -28,8 +28,8 @@ the interval calibration can be measured before ``models/`` is regenerated; the 
 ``--methods`` restricts the methods (e.g. ``sensorpipe,seasonal_naive`` skips the slow peers).
 
 ``--long`` evaluates ``datasets/synthetic/forecast_long.csv`` instead (12 sensors, 42 days,
-a seed never used in training): with 35 origins per series its verdicts per series rest on
-35 held-out days rather than 8 or 16.
+a seed never used in training), at 35 origins per series unless ``--origins`` says otherwise:
+its verdicts per series rest on 35 held-out days rather than 8 or 16.
 
 ``--tune`` is how the long-run forecaster's settings (``ScoringConfig.profile_*``) were chosen: on
 the *training* series only (``datasets/synthetic/train.csv``, 12 origins each), the defaults and
@@ -81,7 +81,7 @@ QUICK_SENSORS = {"sim-temp-001", "sim-pres-003", "waterflow.pipeline"}
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--origins", type=int, default=8, help="origins per series")
+    ap.add_argument("--origins", type=int, help="origins per series (8; 35 with --long)")
     ap.add_argument("--models-dir", type=Path, default=ROOT / "models")
     ap.add_argument("--markdown", type=Path, help="also write the tables to this file")
     ap.add_argument("--train", action="store_true", help="fit the forecaster on train.csv now")
@@ -94,7 +94,7 @@ def main() -> int:
     methods = tuple(m for m in METHODS if m in args.methods.split(","))
     if "sensorpipe" not in methods or "seasonal_naive" not in methods:
         ap.error("--methods needs at least sensorpipe,seasonal_naive")
-    n_origins = 2 if args.quick else args.origins
+    n_origins = 2 if args.quick else args.origins or (35 if args.long else 8)
     config = ScoringConfig()
     detector = load_active(args.models_dir, "anomaly_detector", list(FEATURE_NAMES))
     if args.train:
