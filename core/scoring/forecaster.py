@@ -24,6 +24,7 @@ not its index, so it survives gaps and irregular sampling.
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from dataclasses import dataclass, field
@@ -324,6 +325,17 @@ def profile_path(offsets: F64, weights: F64, level: float, times_s: F64, period_
     return out
 
 
+@functools.lru_cache(maxsize=8)
+def _harmonic_design(bins: int, harmonics: int) -> F64:
+    """A constant column and the first ``harmonics`` sines and cosines at each bin's centre.
+    The same for every request of a configuration, so built once (read-only: it is shared)."""
+    angle = 2.0 * math.pi * (np.arange(bins) + 0.5) / bins
+    j = np.arange(1, harmonics + 1)
+    design = np.hstack([np.ones((bins, 1)), np.sin(np.outer(angle, j)), np.cos(np.outer(angle, j))])
+    design.flags.writeable = False
+    return design
+
+
 def smooth_profile(offsets: F64, weights: F64, noise_var: float, harmonics: int) -> F64:
     """The visited bins' offsets shrunk towards their projection on the first ``harmonics``
     harmonics of the period, as far as their departures from it look like noise.
@@ -338,11 +350,7 @@ def smooth_profile(offsets: F64, weights: F64, noise_var: float, harmonics: int)
     seen = weights > 0
     if harmonics < 1 or np.count_nonzero(seen) < 2 * harmonics + 2:
         return offsets
-    angle = 2.0 * math.pi * (np.arange(offsets.shape[0]) + 0.5) / offsets.shape[0]
-    j = np.arange(1, harmonics + 1)
-    design = np.hstack(
-        [np.ones((angle.shape[0], 1)), np.sin(np.outer(angle, j)), np.cos(np.outer(angle, j))]
-    )
+    design = _harmonic_design(offsets.shape[0], harmonics)
     coef = np.linalg.lstsq(design[seen], offsets[seen], rcond=None)[0]
     fit = design @ coef
     rough = offsets - fit
