@@ -107,7 +107,9 @@ class ScoringConfig:
         profile_bins: time-of-day bins per seasonal period (96: 15 minutes of a day).
         profile_weight: weight of one new period's visit in a bin's mean (0.2: about the last
             five days count).
-        profile_level_tau_s: time constant of the slow level the profile is measured from.
+        profile_level_tau_s: time constant of the slow level the profile is measured from (two
+            days: a one-day level partly follows a drift or a shift of a few hours and carries it
+            into tomorrow's forecast; chosen on training-side simulations, docs/ml/README.md).
         profile_error_tau_s: time constant of the mean squared day-ahead errors that choose
             between the profile and the flat level, and of the deviations' autocorrelation.
         profile_mean_tau_s: time constant of the long mean that a sensor without a daily shape
@@ -180,7 +182,7 @@ class ScoringConfig:
 
     profile_bins: int = 96
     profile_weight: float = 0.2
-    profile_level_tau_s: float = 86400.0
+    profile_level_tau_s: float = 2 * 86400.0
     profile_error_tau_s: float = 86400.0
     profile_quantile_step: float = 0.02
     profile_clip: float = 1.5
