@@ -62,7 +62,13 @@ sys.path.insert(0, str(ROOT))
 
 from core.registry import LoadedModel, load_active  # noqa: E402
 from core.scoring import FEATURE_NAMES, ScoringConfig  # noqa: E402
-from sensorpipe.commands import simulate  # noqa: E402
+from scripts.make_datasets import (  # noqa: E402
+    ANOMALY_RATE,
+    TRAIN_START,
+    TRAIN_TICKS,
+    TUNE_SEED,
+    write_synthetic,
+)
 from sensorpipe.datasets import SensorSeries, load_readings  # noqa: E402
 from sensorpipe.forecast_eval import (  # noqa: E402
     PEERS,
@@ -82,8 +88,6 @@ LONG_DATASETS = [
 ]
 METHODS = ("sensorpipe", "seasonal_naive", *PEERS)
 QUICK_SENSORS = {"sim-temp-001", "sim-pres-003", "waterflow.pipeline"}
-# ``--tune-sim``: a training-side seed, like train.csv's never evaluated on (datasets/README.md).
-TUNE_SEED = 20261404
 
 
 def main() -> int:
@@ -231,17 +235,12 @@ def _tune(models_dir: Path, simulated: int | None, *, incidents: bool) -> int:
 
 
 def _simulate_training_side(sensors: int, *, incidents: bool) -> list[SensorSeries]:
-    """What ``sensorpipe simulate`` writes for train.csv's settings, with ``TUNE_SEED``."""
+    """What ``scripts/make_datasets.py`` writes for train.csv, with ``TUNE_SEED`` and more
+    sensors (and no incidents unless ``incidents``), read back."""
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "tune.csv"
-        argv = ["--sensors", str(sensors), "--count", "4032", "--rate", repr(1.0 / 900.0)]
-        argv += ["--start", "2026-01-05T00:00:00Z", "--seed", str(TUNE_SEED), "--quiet"]
-        argv += ["--anomaly-rate", "0.004" if incidents else "0", "--out", str(out)]
-        parser = argparse.ArgumentParser(prog="sensorpipe simulate")
-        simulate.configure(parser)
-        if simulate.run(parser.parse_args(argv)) != 0:
-            raise SystemExit(f"sensorpipe simulate {' '.join(argv)} failed")
-        return list(load_readings(out).values())
+        out, rate = Path(tmp), ANOMALY_RATE if incidents else 0.0
+        write_synthetic(out, "tune", TUNE_SEED, sensors, TRAIN_TICKS, TRAIN_START, rate)
+        return list(load_readings(out / "tune.csv").values())
 
 
 def _train_forecaster(config: ScoringConfig) -> tuple[LoadedModel, str]:

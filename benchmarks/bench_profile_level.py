@@ -20,6 +20,7 @@ Usage: ``.venv/bin/python benchmarks/bench_profile_level.py`` (about a minute).
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.registry import load_active  # noqa: E402
+from core.registry import LoadedModel, load_active  # noqa: E402
 from core.scoring import FEATURE_NAMES, Scorer, ScoringConfig  # noqa: E402
 
 STEP_S = 300.0
@@ -70,13 +71,20 @@ def nothing(x: np.ndarray, rng: np.random.Generator) -> list[int]:
     return list(range(7 * PER_DAY, x.shape[0] - PER_DAY, PER_DAY // 2))
 
 
+@functools.cache
+def committed_models() -> tuple[LoadedModel, LoadedModel]:
+    return (
+        load_active(ROOT / "models", "anomaly_detector", list(FEATURE_NAMES)),
+        load_active(ROOT / "models", "forecaster"),
+    )
+
+
 def day_ahead_errors(
     tau_days: float, change: Callable[[np.ndarray, np.random.Generator], list[int]]
 ) -> list[tuple[int, float]]:
     """(readings since the first origin, day-ahead MAE) at every origin of every seed, the
     forecasts served as ``/predict`` gives them."""
-    detector = load_active(ROOT / "models", "anomaly_detector", list(FEATURE_NAMES))
-    forecaster = load_active(ROOT / "models", "forecaster")
+    detector, forecaster = committed_models()
     config = ScoringConfig(profile_level_tau_s=tau_days * 86400.0)
     out = []
     for seed in range(6):
