@@ -224,15 +224,15 @@ def test_a_passing_excursion_is_not_carried_into_tomorrow() -> None:
 def test_a_lasting_shift_is_followed_within_days() -> None:
     """The price of a slow level: a shift that lasts (a recalibrated or moved sensor) is
     followed as slowly. With the default two-day level, forecasts issued on the fifth day after
-    a shift err within 30 % of an unshifted schedule's (1.2x); a four-day level still errs more
-    than twice as much there (``benchmarks/bench_profile_level.py`` has the whole trade)."""
+    a shift err within 35 % of the same schedule's unshifted (1.25x); a four-day level still errs
+    more than twice as much there (``benchmarks/bench_profile_level.py`` has the whole trade)."""
 
-    def fifth_day_error(level_tau_s: float) -> float:
+    def fifth_day_error(level_tau_s: float, shift: float) -> float:
         errors = []
         for seed in range(4):
             x = _schedule(14, seed=600 + seed)
             start = 7 * PER_DAY + 37 * seed
-            x[start:] += 3.0
+            x[start:] += shift
             scorer = Scorer(ScoringConfig(profile_level_tau_s=level_tau_s), *models())
             origin = start + 4 * PER_DAY
             _feed(scorer, "s", x, origin)
@@ -240,9 +240,10 @@ def test_a_lasting_shift_is_followed_within_days() -> None:
             errors.append(float(np.mean(np.abs(x[origin : origin + PER_DAY] - mean))))
         return float(np.mean(errors))
 
-    unshifted = _day_ahead_after_excursions(ScoringConfig().profile_level_tau_s, 0.0)
-    assert fifth_day_error(ScoringConfig().profile_level_tau_s) < 1.3 * unshifted
-    assert fifth_day_error(4 * 86400.0) > 1.5 * unshifted
+    default = ScoringConfig().profile_level_tau_s
+    unshifted = fifth_day_error(default, 0.0)
+    assert fifth_day_error(default, 3.0) < 1.35 * unshifted
+    assert fifth_day_error(4 * 86400.0, 3.0) > 1.5 * unshifted
 
 
 def test_a_profile_is_smoothed_as_far_as_its_roughness_is_noise() -> None:
