@@ -254,13 +254,19 @@
   // ------------------------------------------------------------------ overview
 
   async function loadSensors() {
-    const [sensors, open] = await Promise.all([
+    // Both requests settle before either's error is reported: a refused key then has no request
+    // of its own still in flight when the key form asks again (its late 401 would otherwise
+    // land after the form, and be logged against the next key).
+    const settled = await Promise.allSettled([
       allPages("api/v1/sensors", { limit: "1000" }),
       // Open incidents may be old: look back as far as the API allows.
       allPages("api/v1/anomalies", {
         state: "open", limit: "1000", from: isoOf(nowS() - 365 * 86400),
       }),
     ]);
+    const failed = settled.find((r) => r.status === "rejected");
+    if (failed) throw failed.reason;
+    const [sensors, open] = settled.map((r) => r.value);
     const seen = new Set();
     for (const raw of sensors) {
       seen.add(raw.sensor_id);
