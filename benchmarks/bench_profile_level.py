@@ -15,7 +15,7 @@ A slow level carries less of a passing excursion into tomorrow and follows a las
 later; the tuning series (``bench_forecast.py --tune``) have excursions but no lasting change,
 which is why this is measured beside them. Prints a table; asserts nothing.
 
-Usage: ``.venv/bin/python benchmarks/bench_profile_level.py`` (about a minute).
+Usage: ``.venv/bin/python benchmarks/bench_profile_level.py`` (a few seconds).
 """
 
 from __future__ import annotations
@@ -104,23 +104,24 @@ def day_ahead_errors(
     return out
 
 
+def row(label: str, cells: list[float]) -> None:
+    print(f"| {label} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+
+
 def main() -> int:
-    header = " | ".join(f"τ = {t:g} d" for t in TAUS_DAYS)
-    print(f"| process (day-ahead MAE; noise sd 0.3) | {header} |")
+    taus = " | ".join(f"τ = {t:g} d" for t in TAUS_DAYS)
+    print(f"| process (day-ahead MAE; noise sd 0.3) | {taus} |")
     print("|---|" + "---:|" * len(TAUS_DAYS))
-    for label, change in (("schedule alone", nothing), ("passing excursions", excursions)):
-        cells = [np.mean([e for _, e in day_ahead_errors(t, change)]) for t in TAUS_DAYS]
-        print(f"| {label} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+    for label, change in (
+        ("schedule alone", nothing),
+        ("passing excursions", excursions),
+        ("trend of one noise sd a day", trend),
+    ):
+        row(label, [float(np.mean([e for _, e in day_ahead_errors(t, change)])) for t in TAUS_DAYS])
     runs = {t: day_ahead_errors(t, shift) for t in TAUS_DAYS}
     for day in range(5):
-        cells = [np.mean([e for s, e in runs[t] if s // PER_DAY == day]) for t in TAUS_DAYS]
-        print(
-            f"| lasting shift, day {day + 1} after | "
-            + " | ".join(f"{c:.3f}" for c in cells)
-            + " |"
-        )
-    cells = [np.mean([e for _, e in day_ahead_errors(t, trend)]) for t in TAUS_DAYS]
-    print("| trend of one noise sd a day | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+        cells = [float(np.mean([e for s, e in runs[t] if s // PER_DAY == day])) for t in TAUS_DAYS]
+        row(f"lasting shift, day {day + 1} after", cells)
     return 0
 
 
