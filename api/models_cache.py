@@ -18,11 +18,12 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -99,8 +100,7 @@ class ModelsCache:
         self.settings = settings
         self.pool = pool
         self.metrics = metrics
-        # The scorer preallocates state per sensor: its bound is this process's sensor bound.
-        self.config = config or ScoringConfig(max_sensors=settings.api_max_cached_sensors)
+        self.config = config or self._config_from(settings)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")
         self._models: _Models | None = None
         self._error: ModelError | None = None
@@ -110,6 +110,21 @@ class ModelsCache:
         self._jobs: list[_DetectJob] = []
         self._batcher: asyncio.Task[None] | None = None
         self._loaded = asyncio.Event()
+
+    @staticmethod
+    def _config_from(settings: ApiSettings) -> ScoringConfig:
+        """SCORING's overrides, as the scorer service applies them, so /predict and
+        /detect_anomaly agree with its streaming scores and alerts. Except the sensor bound:
+        the scorer preallocates state per sensor, and this process's bound is
+        API_MAX_CACHED_SENSORS (which prewarm and the capacity error use too), whatever
+        SCORING's max_sensors says; it changes no score."""
+        overrides = settings.scoring_overrides
+        log.info(
+            "scoring overrides (SCORING): %s",
+            json.dumps(overrides) if overrides else "none, the library's defaults",
+            extra={"scoring_overrides": overrides, "max_sensors": settings.api_max_cached_sensors},
+        )
+        return replace(settings.scoring_config, max_sensors=settings.api_max_cached_sensors)
 
     # ------------------------------------------------------------------------------ status
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from core.settings import Settings
+from core.settings import ScoringSettings
 
 
-class ApiSettings(Settings):
+class ApiSettings(ScoringSettings):
     """Everything the API reads from the environment. Every limit here is enforced and counted."""
 
     api_host: str = "127.0.0.1"

@@ -7,7 +7,9 @@ compose/env checks.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -15,6 +17,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ConfigError
 from core.wire import Limits
+
+if TYPE_CHECKING:
+    from core.scoring.config import ScoringConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,3 +107,48 @@ class Settings(DatabaseSettings):
             max_future_skew_s=self.max_future_skew_s,
             max_age_s=self.retention_days * 86400.0,
         )
+
+
+class ScoringSettings(Settings):
+    """Settings of the services that score readings: the scorer (streaming scores, forecasts and
+    alerts) and the API (``/predict``, ``/detect_anomaly``). Both read the scoring library's
+    tunables from the one variable ``SCORING``, so they never disagree about a reading.
+    """
+
+    # A JSON object of ScoringConfig overrides, e.g. {"profile_level_tau_s": 86400}. Kept as
+    # text (not a dict field) so .env and compose carry it verbatim; checked at startup.
+    scoring: str = Field("{}", description="JSON object of core.scoring.ScoringConfig overrides")
+
+    @field_validator("scoring")
+    @classmethod
+    def _scoring(cls, v: str) -> str:
+        _scoring_config(_scoring_overrides(v))  # ValueError naming the key
+        return v
+
+    @property
+    def scoring_overrides(self) -> dict[str, Any]:
+        """The overrides as given (for the startup log)."""
+        return _scoring_overrides(self.scoring)
+
+    @property
+    def scoring_config(self) -> ScoringConfig:
+        """The library's defaults with the overrides applied."""
+        return _scoring_config(self.scoring_overrides)
+
+
+def _scoring_overrides(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text or "{}")  # an empty SCORING= in .env means no overrides
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"SCORING is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError('SCORING must be a JSON object, e.g. {"threshold": 0.6}')
+    return value
+
+
+def _scoring_config(overrides: dict[str, Any]) -> ScoringConfig:
+    # Imported here, not at the top: core.scoring loads numba (half a second), and the ingestor,
+    # simulator and CLI import this module without ever scoring.
+    from core.scoring.config import ScoringConfig, apply_overrides
+
+    return apply_overrides(ScoringConfig(), overrides)

@@ -52,8 +52,11 @@ def main() -> int:
     try:
         settings = ScorerSettings()  # required fields come from the environment
     except ValidationError as exc:
-        names = ", ".join(".".join(map(str, e["loc"])).upper() for e in exc.errors())
-        print(f"scorer: invalid settings (environment variables): {names}", file=sys.stderr)  # noqa: T201
+        # The message too, not only the name: SCORING's says which key is wrong.
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        print(f"scorer: invalid settings (environment variables): {problems}", file=sys.stderr)  # noqa: T201
         return 2
     configure_logging(settings.log_level, settings.log_format, "scorer")
     return run(settings)

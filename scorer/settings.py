@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator, model_validator
 
 from core.scoring.alerts import AlertConfig
-from core.settings import Settings
+from core.settings import ScoringSettings
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -20,7 +20,7 @@ def parse_shard(spec: str) -> tuple[int, int]:
     return i, n
 
 
-class ScorerSettings(Settings):
+class ScorerSettings(ScoringSettings):
     """The scorer's own knobs; field names carry a ``scorer_``/``alert_`` prefix so the variables
     read well beside the other components' in one environment."""
 

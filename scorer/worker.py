@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import time
@@ -98,6 +99,7 @@ class ScorerWorker:
         self.registry = registry or CollectorRegistry()
         self.metrics = ScorerMetrics(self.registry)
         self.alerts = AlertMachine(settings.alert_config)
+        self.scoring_config = settings.scoring_config
         self.models: ModelSet | None = None
         self._pending_models: ModelSet | None = None
         self._intervals_s: dict[str, float] = {}
@@ -151,6 +153,12 @@ class ScorerWorker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        overrides = self.settings.scoring_overrides
+        log.info(
+            "scoring overrides (SCORING): %s",
+            json.dumps(overrides) if overrides else "none, the library's defaults",
+            extra={"scoring_overrides": overrides},
+        )
         self.models = await asyncio.to_thread(self._load_models)
         self._show_models(self.models)
         pool = async_pool(self.settings.dsn, min_size=1, max_size=4, name="sensorpipe-scorer")
@@ -283,7 +291,9 @@ class ScorerWorker:
         self.metrics.model_reloads.labels("ok").inc()
 
     def _load_models(self) -> ModelSet:
-        return load_models(self.settings.models_dir, alert_config=self.settings.alert_config)
+        return load_models(
+            self.settings.models_dir, self.scoring_config, alert_config=self.settings.alert_config
+        )
 
     async def _record_shadow(self, models: ModelSet) -> None:
         """Write the shadow figures for ``sensorpipe models promote`` (a small locked file)."""

@@ -4,11 +4,18 @@ The defaults were tuned on the simulator with the *tuning* seeds listed in
 ``docs/ml/detection.md``; the quality figures there come from other seeds. Window lengths are in
 readings (not seconds) because sensors report at very different rates; the few time-based settings
 carry ``_s`` in their name.
+
+A deployment overrides any of them with the ``SCORING`` setting (a JSON object, see
+``core.settings.ScoringSettings``), applied by :func:`apply_overrides`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import difflib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -227,3 +234,68 @@ class ScoringConfig:
             raise ValueError("profile_clip must be >= 0")
         if self.profile_harmonics < 0 or 2 * self.profile_harmonics + 2 > self.profile_bins:
             raise ValueError("profile_harmonics must be >= 0 and leave bins to fit them")
+
+
+def apply_overrides(config: ScoringConfig, overrides: Mapping[str, object]) -> ScoringConfig:
+    """``config`` with ``overrides`` (field name -> value, as decoded from JSON) applied.
+
+    Every refusal is a ``ValueError`` that names the key: an unknown field, a value of the wrong
+    type, a non-finite number, an unknown detector in ``detector_weights`` (merged key-wise
+    with the weights of ``config``), or a value ``ScoringConfig`` itself refuses.
+
+    >>> apply_overrides(ScoringConfig(), {"profile_level_tau_s": 86400}).profile_level_tau_s
+    86400.0
+    >>> apply_overrides(ScoringConfig(), {"treshold": 0.6})
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown scoring setting 'treshold' (did you mean 'threshold'?)
+    """
+    known = {f.name for f in fields(ScoringConfig)}
+    changes: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown scoring setting {key!r}{hint}")
+        if key == "detector_weights":
+            changes[key] = _weights(config.detector_weights, value)
+        else:
+            changes[key] = _number(key, value, integer=isinstance(getattr(config, key), int))
+    try:
+        return replace(config, **changes)
+    except ValueError as exc:  # __post_init__ checks some fields together: name what was set
+        raise ValueError(f"scoring settings {', '.join(changes)} refused: {exc}") from None
+
+
+def _number(key: str, value: object, *, integer: bool) -> int | float:
+    # bool is an int to Python but never a tunable here. Counts and window lengths stay ints
+    # (a fraction of a reading means nothing); a float field takes 86400 as well as 86400.0.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"scoring setting {key!r} must be a number, got {value!r}")
+    if integer:
+        if not isinstance(value, int):
+            raise ValueError(f"scoring setting {key!r} must be an integer, got {value!r}")
+        return value
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float
+        number = math.inf
+    if not math.isfinite(number):  # Python's JSON reader lets NaN and Infinity through
+        raise ValueError(f"scoring setting {key!r} must be finite, got {value!r}")
+    return number
+
+
+def _weights(current: Mapping[str, float], value: object) -> dict[str, float]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"scoring setting 'detector_weights' must be an object, got {value!r}")
+    merged = dict(current)
+    for name, weight in value.items():
+        if name not in current:
+            raise ValueError(
+                f"unknown detector {name!r} in detector_weights (known: {', '.join(current)})"
+            )
+        number = _number(f"detector_weights.{name}", weight, integer=False)
+        if number < 0:
+            raise ValueError(f"scoring setting 'detector_weights.{name}' must be >= 0")
+        merged[name] = number
+    return merged

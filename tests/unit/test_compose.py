@@ -275,6 +275,18 @@ def test_docker_compose_config_accepts_the_file_with_every_profile() -> None:
     }
 
 
+def test_scoring_reaches_the_scorer_and_the_api_alike() -> None:
+    """One SCORING for both services that score: the scorer's alerts and the API's /predict
+    must not disagree about a reading (core/settings.py ScoringSettings)."""
+    scoring = '{"profile_level_tau_s": 86400, "threshold": 0.6}'
+    res = _docker_compose("config", "--format", "json", env={**SECRETS_ENV, "SCORING": scoring})
+    assert res.returncode == 0, res.stderr
+    resolved = json.loads(res.stdout)["services"]
+    assert resolved["scorer"]["environment"]["SCORING"] == scoring
+    assert resolved["api"]["environment"]["SCORING"] == scoring
+    assert "SCORING" not in resolved["ingestor"]["environment"]
+
+
 @pytest.mark.parametrize("missing", sorted(SECRETS_ENV))
 def test_docker_compose_refuses_to_start_without_each_secret(missing: str) -> None:
     env = {k: v for k, v in SECRETS_ENV.items() if k != missing}
