@@ -282,12 +282,21 @@ class Scorer:
         at its measured rate phi per reading. What is left of the start's error after h steps
         is phi^h of it, and the level's own spread (the flat level's half-widths a period out)
         takes the rest of the variance.
+
+        When the sensor's last reading has predicted the next one better than the AR path's
+        first step (a level that wanders: its one-step error is the reading-to-reading change),
+        the forecast starts from that reading instead (``_from_last_reading``).
         """
         st = self.engine.state[slot]
         if st[k.PE_N] < self.config.profile_ready:
             return None
         rho = float(np.clip(st[k.PR_C1] / st[k.PR_C0], 0.0, 0.999)) if st[k.PR_C0] > 0 else 0.0
-        if st[k.MSE_S] <= st[k.MSE_F]:
+        seasonal = bool(st[k.MSE_S] <= st[k.MSE_F])
+        # Mean absolute one-step errors over the same learned readings: of "no change"
+        # (DABS_L, |x - x_prev|) and of the AR path (ABS_R).
+        if st[k.DABS_L] < st[k.ABS_R]:
+            return self._from_last_reading(slot, times, rho, seasonal)
+        if seasonal:
             weights = self.engine.profile[slot, :, k.PF_W]
             offsets = self.served_offsets(slot)
             period = self.engine.spec.period_s
@@ -300,6 +309,37 @@ class Scorer:
         h80 = np.sqrt(left**2 * start80**2 + (1.0 - left**2) * q80**2)
         h95 = np.sqrt(left**2 * start95**2 + (1.0 - left**2) * q95**2)
         return LongRun(mean, h80, h95, rho, grown=True)
+
+    def _from_last_reading(self, slot: int, times: F64, rho: float, seasonal: bool) -> LongRun:
+        """The long-run forecast plus the last reading's deviation from it, fading at the
+        deviations' own rate: rho (their lag-1 autocorrelation) around the profile, phi
+        (``forecaster.reversion``) around the long mean of a sensor without a daily shape.
+
+        This is an AR(1) on the deviations, started from what was last seen. The AR path's
+        multi-step forecast leans on its level and Fourier terms, refitted over a couple of
+        days, and on a wandering level (barometric pressure) it erred more in the first hours
+        than the last reading did (``docs/ml/README.md``); so it gets no weight here (rho 0).
+        The band grows from the one-step error of "no change" to the long run's half-widths.
+        """
+        st = self.engine.state[slot]
+        x0 = float(self.engine.lags[slot, 0])  # the last reading, winsorised if anomalous
+        if seasonal:
+            weights = self.engine.profile[slot, :, k.PF_W]
+            offsets, period = self.served_offsets(slot), self.engine.spec.period_s
+            at = np.concatenate(([st[T_LAST]], times))  # the last reading's time, then the path
+            path = profile_path(offsets, weights, float(st[k.PL]), at, period)
+            base, dev0, rate = path[1:], x0 - path[0], rho
+            q80, q95 = float(st[k.Q80_S]), float(st[k.Q95_S])
+        else:
+            base, dev0 = np.full(times.shape[0], st[k.RL]), x0 - st[k.RL]
+            rate = reversion(float(st[k.RV_C1]), float(st[k.RV_C2]))
+            q80, q95 = float(st[k.Q80_F]), float(st[k.Q95_F])
+        left = rate ** np.arange(1, times.shape[0] + 1, dtype=np.float64)
+        sd1 = float(st[k.DABS_L]) * k.SQRT_PI_2
+        z80, z95 = self.config.band_z80, self.config.band_z95
+        h80 = np.sqrt(left**2 * (z80 * sd1) ** 2 + (1.0 - left**2) * q80**2)
+        h95 = np.sqrt(left**2 * (z95 * sd1) ** 2 + (1.0 - left**2) * q95**2)
+        return LongRun(base + left * dev0, h80, h95, 0.0, grown=True)
 
 
 def _aware(when: datetime) -> datetime:
