@@ -1,8 +1,8 @@
 """Settings from the environment (pydantic-settings). Built in ``main()``, never at import time.
 
-Every variable is listed in ``.env.example``. Components extend ``Settings`` with their own fields
-in their own package; ``all_settings_classes()`` in ``sensorpipe`` collects them for the
-compose/env checks.
+Every variable is listed in ``.env.example``. Components extend ``Settings`` (or
+``ScoringSettings``) with their own fields in their own package; ``tests/unit/test_compose.py``
+checks each command's settings class against ``compose.yaml`` and ``.env.example``.
 """
 
 from __future__ import annotations
