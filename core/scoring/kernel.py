@@ -109,9 +109,8 @@ def jit(fn: _F) -> _F:
     RV_P2,
     RV_C1,
     RV_C2,
-    ABS_R,
-) = range(64)
-N_COLS = 64
+) = range(63)
+N_COLS = 63
 
 # The IF calibration prior counts as this many readings of the sensor's own.
 IF_PRIOR_N = 50.0
@@ -523,10 +522,8 @@ def _regime_switch(st: F64, lags: F64, reg: F64, j: int, z_in: float) -> None:
     for i in range(lags.shape[0]):
         lags[i] = new + (lags[i] - old) * ratio
     if st[DABS_L] > 0.0:
-        # The short-window spread is relative to the level's own noise, and so is the AR's
-        # mean one-step error that a forecast compares with DABS_L.
+        # The short-window spread is relative to the level's own noise.
         st[DABS_S] *= reg[j, R_DABS] / st[DABS_L]
-        st[ABS_R] *= reg[j, R_DABS] / st[DABS_L]
     st[SIG] = reg[j, R_SIG]
     st[DABS_L] = reg[j, R_DABS]
     st[SCALE2] = reg[j, R_SCALE2]
@@ -689,10 +686,11 @@ def _regime_decay(reg: F64, dt: float, fp: F64) -> None:
 # from it (``forecaster.blend_long_run``), serving the profile smoothed as far as its bins'
 # roughness looks like noise (``Scorer.served_offsets``); the errors measured here are those of
 # the bins as learned (measured on the smoothed forecast instead, the half-widths barely moved:
-# ``docs/ml/README.md``). Where "no change" has predicted the next reading better than the
-# AR path (ABS_R against DABS_L: a level that wanders), a request starts from the last reading
-# instead and carries its deviation from the long-run forecast forward at the deviations'
-# measured rate (``Scorer._from_last_reading``). Nothing here feeds the detector.
+# ``docs/ml/README.md``). Where the AR path's one-step error (SIG) has grown beyond what "no
+# change" errs (DABS_L: a level that wanders, or an AR path still finding its feet after an
+# incident), a request starts from the last reading instead and carries its deviation from
+# the long-run forecast forward at the deviations' measured rate
+# (``Scorer._from_last_reading``). Nothing here feeds the detector.
 #
 # A sensor whose day has no shape (the flat level erred less) is often a level that wanders
 # and returns to a mean (barometric pressure, a controlled room). For it the kernel also keeps a
@@ -1098,10 +1096,6 @@ def _learn_model(
     if st[N] > 0:
         a_d = _max(fp[P_SCALE_ALPHA], 1.0 / _max(st[NL], 1.0))
         st[DABS_L] = st[DABS_L] + a_d * (absdx - st[DABS_L])
-        # The AR's mean |one-step error| over the same readings and memory as DABS_L (the
-        # error of "no change"): a forecast starts from whichever predicted better
-        # (``Scorer._long_run``). SIG is not that: it is faster, for the band.
-        st[ABS_R] = st[ABS_R] + a_d * (abs(r_c) - st[ABS_R])
         if absdx > 0:
             st[QUANT] = _min(st[QUANT], absdx)
         rep = 1.0 if run > 0 else 0.0

@@ -283,18 +283,18 @@ class Scorer:
         is phi^h of it, and the level's own spread (the flat level's half-widths a period out)
         takes the rest of the variance.
 
-        When the sensor's last reading has predicted the next one better than the AR path's
-        first step (a level that wanders: its one-step error is the reading-to-reading change),
-        the forecast starts from that reading instead (``_from_last_reading``).
+        When "no change" has lately predicted the next reading better than the AR path (a
+        level that wanders; an AR path still finding its feet after an incident), the forecast
+        starts from the last reading instead (``_from_last_reading``).
         """
         st = self.engine.state[slot]
         if st[k.PE_N] < self.config.profile_ready:
             return None
         rho = float(np.clip(st[k.PR_C1] / st[k.PR_C0], 0.0, 0.999)) if st[k.PR_C0] > 0 else 0.0
         seasonal = bool(st[k.MSE_S] <= st[k.MSE_F])
-        # Mean absolute one-step errors over the same learned readings: of "no change"
-        # (DABS_L, |x - x_prev|) and of the AR path (ABS_R).
-        if st[k.DABS_L] < st[k.ABS_R]:
+        # One-step errors as sds: the AR path's now (SIG, its band's sigma), and that of "no
+        # change" (DABS_L, the mean |x - x_prev| of learned readings).
+        if st[k.DABS_L] * k.SQRT_PI_2 < st[SIG]:
             return self._from_last_reading(slot, times, rho, seasonal)
         if seasonal:
             weights = self.engine.profile[slot, :, k.PF_W]
@@ -316,10 +316,11 @@ class Scorer:
         (``forecaster.reversion``) around the long mean of a sensor without a daily shape.
 
         This is an AR(1) on the deviations, started from what was last seen. The AR path's
-        multi-step forecast leans on its level and Fourier terms, refitted over a couple of
-        days, and on a wandering level (barometric pressure) it erred more in the first hours
-        than the last reading did (``docs/ml/README.md``); so it gets no weight here (rho 0).
-        The band grows from the one-step error of "no change" to the long run's half-widths.
+        multi-step forecast leans on its moving level and Fourier terms, re-estimated over a
+        couple of days, and on a wandering level (barometric pressure) it erred more over the
+        first hours than the last reading did (``docs/ml/README.md``); so it gets no weight
+        here (rho 0). The band grows from the one-step error of "no change" to the long run's
+        half-widths.
         """
         st = self.engine.state[slot]
         x0 = float(self.engine.lags[slot, 0])  # the last reading, winsorised if anomalous
