@@ -136,9 +136,10 @@ def _peer(name: str, g: Grid, origin: int, horizon: int, season: int, window: in
     )
 
 
-def _peer_at(
-    name: str, g: Grid, origin: int, *, horizon: int, season: int, window: int
+def peer_forecast(
+    name: str, g: Grid, origin: int, *, horizon: int, season: int, window: int = 1344
 ) -> Forecast:
+    """A peer (one of ``PEERS``) refitted on the ``window`` readings up to ``origin``."""
     return _peer(name, g, origin, horizon, season, window)
 
 
@@ -216,7 +217,7 @@ def evaluate_series(
     }
     for peer in PEERS:
         runners[peer] = functools.partial(
-            _peer_at, peer, g, horizon=horizon, season=season, window=peer_window
+            peer_forecast, peer, g, horizon=horizon, season=season, window=peer_window
         )
     out = {m: Pooled() for m in methods}
     # An origin is "now" at a reading the scorer has seen: move one that falls in a gap back to
