@@ -297,10 +297,7 @@ class Scorer:
         if st[k.DABS_L] * k.SQRT_PI_2 < st[SIG]:
             return self._from_last_reading(slot, times, rho, seasonal)
         if seasonal:
-            weights = self.engine.profile[slot, :, k.PF_W]
-            offsets = self.served_offsets(slot)
-            period = self.engine.spec.period_s
-            mean = profile_path(offsets, weights, float(st[k.PL]), times, period)
+            mean = self._profile_at(slot, times)
             return LongRun(mean, float(st[k.Q80_S]), float(st[k.Q95_S]), rho)
         phi = reversion(float(st[k.RV_C1]), float(st[k.RV_C2]))
         left = phi ** np.arange(times.shape[0], dtype=np.float64)
@@ -309,6 +306,14 @@ class Scorer:
         h80 = np.sqrt(left**2 * start80**2 + (1.0 - left**2) * q80**2)
         h95 = np.sqrt(left**2 * start95**2 + (1.0 - left**2) * q95**2)
         return LongRun(mean, h80, h95, rho, grown=True)
+
+    def _profile_at(self, slot: int, times: F64) -> F64:
+        """The sensor's daily profile as served (smoothed) about its slow level, at ``times``."""
+        weights = self.engine.profile[slot, :, k.PF_W]
+        level = float(self.engine.state[slot, k.PL])
+        return profile_path(
+            self.served_offsets(slot), weights, level, times, self.engine.spec.period_s
+        )
 
     def _from_last_reading(self, slot: int, times: F64, rho: float, seasonal: bool) -> LongRun:
         """The long-run forecast plus the last reading's deviation from it, fading at the
@@ -325,10 +330,8 @@ class Scorer:
         st = self.engine.state[slot]
         x0 = float(self.engine.lags[slot, 0])  # the last reading, winsorised if anomalous
         if seasonal:
-            weights = self.engine.profile[slot, :, k.PF_W]
-            offsets, period = self.served_offsets(slot), self.engine.spec.period_s
-            at = np.concatenate(([st[T_LAST]], times))  # the last reading's time, then the path
-            path = profile_path(offsets, weights, float(st[k.PL]), at, period)
+            # The profile at the last reading's time, then along the path.
+            path = self._profile_at(slot, np.concatenate(([st[T_LAST]], times)))
             base, dev0, rate = path[1:], x0 - path[0], rho
             q80, q95 = float(st[k.Q80_S]), float(st[k.Q95_S])
         else:
