@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import contextvars
 import functools
-import json
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -118,11 +117,13 @@ class ModelsCache:
         the scorer preallocates state per sensor, and this process's bound is
         API_MAX_CACHED_SENSORS (which prewarm and the capacity error use too), whatever
         SCORING's max_sensors says; it changes no score."""
-        overrides = settings.scoring_overrides
         log.info(
             "scoring overrides (SCORING): %s",
-            json.dumps(overrides) if overrides else "none, the library's defaults",
-            extra={"scoring_overrides": overrides, "max_sensors": settings.api_max_cached_sensors},
+            settings.scoring_summary,
+            extra={
+                "scoring_overrides": settings.scoring_overrides,
+                "max_sensors": settings.api_max_cached_sensors,
+            },
         )
         return replace(settings.scoring_config, max_sensors=settings.api_max_cached_sensors)
 

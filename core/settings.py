@@ -131,6 +131,12 @@ class ScoringSettings(Settings):
         return _scoring_overrides(self.scoring)
 
     @property
+    def scoring_summary(self) -> str:
+        """One line for each scoring service's startup log (the scorer's and the API's alike)."""
+        overrides = self.scoring_overrides
+        return json.dumps(overrides) if overrides else "none, the library's defaults"
+
+    @property
     def scoring_config(self) -> ScoringConfig:
         """The library's defaults with the overrides applied."""
         return _scoring_config(self.scoring_overrides)

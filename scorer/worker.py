@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import signal
 import time
@@ -153,11 +152,10 @@ class ScorerWorker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
-        overrides = self.settings.scoring_overrides
         log.info(
             "scoring overrides (SCORING): %s",
-            json.dumps(overrides) if overrides else "none, the library's defaults",
-            extra={"scoring_overrides": overrides},
+            self.settings.scoring_summary,
+            extra={"scoring_overrides": self.settings.scoring_overrides},
         )
         self.models = await asyncio.to_thread(self._load_models)
         self._show_models(self.models)
