@@ -1,5 +1,5 @@
-"""``python -m api``: serve the HTTP API (settings from the environment; ``sensorpipe api`` is the
-same with command-line overrides and friendlier settings errors)."""
+"""``python -m api``: serve the HTTP API with settings from the environment (``sensorpipe api``
+is the same with command-line overrides)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import sys
 
 
 def main() -> int:
-    from api.server import app_from_env, serve
+    from api.server import serve
+    from api.settings import ApiSettings
+    from core.settings import load_settings
 
-    app = app_from_env()
-    settings = app.state.settings
-    return serve(settings)
+    # Exits 2 naming each invalid variable and why, as every entry point does.
+    return serve(load_settings(ApiSettings, "api"))
 
 
 if __name__ == "__main__":

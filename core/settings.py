@@ -8,14 +8,16 @@ checks each command's settings class against ``compose.yaml`` and ``.env.example
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ConfigError
+from core.logging import configure_logging
 from core.wire import Limits
 
 if TYPE_CHECKING:
@@ -158,3 +160,23 @@ def _scoring_config(overrides: dict[str, Any]) -> ScoringConfig:
     from core.scoring.config import ScoringConfig, apply_overrides
 
     return apply_overrides(ScoringConfig(), overrides)
+
+
+S = TypeVar("S", bound=CommonSettings)
+
+
+def load_settings(cls: type[S], component: str | None = None, **overrides: object) -> S:
+    """Settings from the environment (plus command-line overrides), logging configured; on an
+    invalid or missing setting, exit 2 with one line per variable instead of a traceback (for
+    every entry point: ``sensorpipe <command>`` and ``python -m <service>`` alike)."""
+    try:
+        settings = cls(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()]
+        # Before logging is configured, and for a person at a terminal: plain stderr.
+        sys.stderr.write(
+            "sensorpipe: invalid settings (environment variables):\n" + "\n".join(lines) + "\n"
+        )
+        raise SystemExit(2) from None
+    configure_logging(settings.log_level, settings.log_format, component)
+    return settings

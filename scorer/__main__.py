@@ -6,10 +6,7 @@ import asyncio
 import logging
 import sys
 
-from pydantic import ValidationError
-
 from core.errors import PipelineError
-from core.logging import configure_logging
 from core.runtime import tune_gc
 from scorer.settings import ScorerSettings
 
@@ -49,17 +46,10 @@ def run(settings: ScorerSettings) -> int:
 
 
 def main() -> int:
-    try:
-        settings = ScorerSettings()  # required fields come from the environment
-    except ValidationError as exc:
-        # The message too, not only the name: SCORING's says which key is wrong.
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
-        )
-        print(f"scorer: invalid settings (environment variables): {problems}", file=sys.stderr)  # noqa: T201
-        return 2
-    configure_logging(settings.log_level, settings.log_format, "scorer")
-    return run(settings)
+    from core.settings import load_settings
+
+    # Exits 2 naming each invalid variable and why (SCORING's message names the key).
+    return run(load_settings(ScorerSettings, "scorer"))
 
 
 if __name__ == "__main__":

@@ -267,6 +267,9 @@ def apply_overrides(config: ScoringConfig, overrides: Mapping[str, object]) -> S
         raise ValueError(f"scoring settings {', '.join(changes)} refused: {exc}") from None
 
 
+_MAX_INT = 2**31 - 1
+
+
 def _number(key: str, value: object, *, integer: bool) -> int | float:
     # bool is an int to Python but never a tunable here. Counts and window lengths stay ints
     # (a fraction of a reading means nothing); a float field takes 86400 as well as 86400.0.
@@ -275,6 +278,10 @@ def _number(key: str, value: object, *, integer: bool) -> int | float:
     if integer:
         if not isinstance(value, int):
             raise ValueError(f"scoring setting {key!r} must be an integer, got {value!r}")
+        # Counts, sizes and the seed end up in int64 arrays and numba code: refuse here, with
+        # the key named, what would otherwise overflow later, at model load.
+        if abs(value) > _MAX_INT:
+            raise ValueError(f"scoring setting {key!r} must be at most {_MAX_INT}, got {value}")
         return value
     try:
         number = float(value)

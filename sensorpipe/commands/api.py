@@ -20,7 +20,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from api.server import serve
     from api.settings import ApiSettings
-    from sensorpipe.config import load_settings
+    from core.settings import load_settings
 
     settings = load_settings(
         ApiSettings, "api", api_host=args.host, api_port=args.port, api_workers=args.workers

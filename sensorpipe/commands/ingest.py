@@ -20,9 +20,9 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from core.settings import load_settings
     from ingestor.settings import IngestorSettings
     from ingestor.worker import run_forever
-    from sensorpipe.config import load_settings
 
     settings = load_settings(
         IngestorSettings,

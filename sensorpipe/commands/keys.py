@@ -35,8 +35,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from api import security
     from core.db import connect
-    from core.settings import DatabaseSettings
-    from sensorpipe.config import load_settings
+    from core.settings import DatabaseSettings, load_settings
 
     settings = load_settings(DatabaseSettings, None)
     with connect(settings.dsn, autocommit=False) as conn:

@@ -26,8 +26,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from core.db import wait_for_db
-    from core.settings import DatabaseSettings
-    from sensorpipe.config import load_settings
+    from core.settings import DatabaseSettings, load_settings
     from sensorpipe.migrate import downgrade, render_sql, upgrade
 
     if args.sql:

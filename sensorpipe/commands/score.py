@@ -24,9 +24,9 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from core.settings import load_settings
     from scorer.__main__ import run as run_scorer
     from scorer.settings import ScorerSettings
-    from sensorpipe.config import load_settings
 
     settings = load_settings(
         ScorerSettings,

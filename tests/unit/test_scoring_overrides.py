@@ -17,9 +17,9 @@ from api.metrics import ApiMetrics
 from api.models_cache import ModelsCache
 from api.settings import ApiSettings
 from core.scoring import ScoringConfig
+from core.settings import load_settings
 from scorer.settings import ScorerSettings
 from scorer.worker import ScorerWorker
-from sensorpipe.config import load_settings
 
 MODELS = Path(__file__).resolve().parents[2] / "models"  # the committed, active models
 BASE: dict[str, Any] = {
@@ -80,6 +80,7 @@ def test_detector_weights_merge_with_the_defaults() -> None:
         ('{"no_such_knob": 1}', "unknown scoring setting 'no_such_knob'"),
         ('{"warmup_readings": 50.5}', "'warmup_readings' must be an integer"),
         ('{"warmup_readings": true}', "'warmup_readings' must be a number"),
+        ('{"max_sensors": 1180591620717411303424}', "'max_sensors' must be at most 2147483647"),
         ('{"threshold": "0.6"}', "'threshold' must be a number"),
         ('{"threshold": null}', "'threshold' must be a number"),
         ('{"threshold": NaN}', "'threshold' must be finite"),

@@ -6,8 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from core.errors import ConfigError
-from core.settings import MqttTarget, Settings, parse_mqtt_url
-from sensorpipe.config import load_settings
+from core.settings import MqttTarget, Settings, load_settings, parse_mqtt_url
 
 DB = "postgresql://app:s3cret@db.example:5432/sensorpipe"
 
