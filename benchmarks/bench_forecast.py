@@ -191,6 +191,11 @@ TUNING: list[dict[str, Any]] = [
     {"profile_harmonics": 0},
     {"profile_harmonics": 3},
     {"profile_harmonics": 4},
+    {"profile_shapeless_noise": 0.0},
+    {"profile_shapeless_noise": 1.0},
+    {"profile_shapeless_noise": 4.0},
+    {"profile_shapeless_share": 0.1},
+    {"profile_shapeless_share": 0.25},
 ]
 
 

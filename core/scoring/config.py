@@ -131,6 +131,15 @@ class ScoringConfig:
             Huber-type update; 0 = unclipped).
         profile_ready: day-ahead errors a sensor must have measured before forecasts use the
             long-run forecast (before that: the AR path with the trainer's interval calibration).
+        profile_shapeless_noise / profile_shapeless_share: when a day counts as having no
+            shape, so that a sensor is served its returning level even where its profile erred
+            a little less a day ahead (``Scorer.serves_profile``): its profile's bins vary
+            across the day by less than ``profile_shapeless_noise`` times the noise a bin
+            carries (its day-ahead mean squared error times w / (2 - w) for visit weight w;
+            about 1 for a day without a shape), *and* by less than ``profile_shapeless_share``
+            of the lag-1 autocovariance of its readings about their long mean (the slow variance
+            a wandering level has; a daily shape is most of it). 0 in either: the errors alone
+            choose.
     """
 
     warmup_readings: int = 100
@@ -196,6 +205,8 @@ class ScoringConfig:
     profile_mean_tau_s: float = 3 * 86400.0
     profile_harmonics: int = 2
     profile_ready: int = 24
+    profile_shapeless_noise: float = 2.0
+    profile_shapeless_share: float = 0.15
 
     seed: int = 7
     # Not part of the hash (a dict is unhashable), so a config can still key a cache.
@@ -230,8 +241,8 @@ class ScoringConfig:
             or self.profile_quantile_step <= 0
         ):
             raise ValueError("profile time constants and quantile step must be > 0")
-        if self.profile_clip < 0:
-            raise ValueError("profile_clip must be >= 0")
+        if min(self.profile_clip, self.profile_shapeless_noise, self.profile_shapeless_share) < 0:
+            raise ValueError("profile_clip and profile_shapeless_* must be >= 0")
         if self.profile_harmonics < 0 or 2 * self.profile_harmonics + 2 > self.profile_bins:
             raise ValueError("profile_harmonics must be >= 0 and leave bins to fit them")
 

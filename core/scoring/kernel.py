@@ -692,16 +692,18 @@ def _regime_decay(reg: F64, dt: float, fp: F64) -> None:
 # the long-run forecast forward at the deviations' measured rate
 # (``Scorer._from_last_reading``). Nothing here feeds the detector.
 #
-# A sensor whose day has no shape (the flat level erred less) is often a level that wanders
-# and returns to a mean (barometric pressure, a controlled room). For it the kernel also keeps a
-# long mean and the lag-1 and lag-2 autocovariances of the deviations from it; their ratio is
-# how fast a deviation fades per reading, which measurement noise does not shorten (it does
-# shorten the lag-1 autocorrelation). A request for such a sensor returns from the AR path's
-# first step to the long mean at that rate instead of handing over to the flat level, its band
-# from the AR path's one-step band to the flat level's half-width (``Scorer._long_run``). The
-# choice between profile and flat is still made on the flat level's errors: made on the
-# returning path's own day-ahead errors it chose worse on the training series
-# (``docs/ml/README.md``).
+# A sensor whose day has no shape is often a level that wanders and returns to a mean
+# (barometric pressure, a controlled room). For it the kernel also keeps a long mean and the
+# lag-1 and lag-2 autocovariances of the deviations from it; their ratio is how fast a deviation
+# fades per reading, which measurement noise does not shorten (it does shorten the lag-1
+# autocorrelation). A request for such a sensor returns from the AR path's first step to the
+# long mean at that rate instead of handing over to the flat level, its band from the AR path's
+# one-step band to the flat level's half-width (``Scorer._long_run``). "No shape" is decided in
+# the request (``Scorer.serves_profile``): the flat level erred less a day ahead, or the bins
+# show no shape, in which case the two errors are near equal and the lower one says little.
+# (Made on the returning path's own day-ahead errors, the choice was worse on the training
+# series: ``docs/ml/README.md``.) Here, the lower error alone picks what the deviations' rho is
+# measured from.
 
 PF_S, PF_W, PF_FS, PF_FF, PF_T = range(5)
 PF_COLS = 5

@@ -275,11 +275,10 @@ class Scorer:
     ) -> LongRun | None:
         """The sensor's long-run forecast at ``times``, or None before it has proved itself.
 
-        The daily profile if its errors a period ahead were smaller than the flat level's,
-        smoothed as far as its roughness looks like noise.
-        Otherwise, the day having no shape, a level that returns from ``start`` (the AR path's
-        first step, whose half-widths are ``start80`` / ``start95``) to the sensor's long mean
-        at its measured rate phi per reading. What is left of the start's error after h steps
+        The daily profile where the day has a shape (``serves_profile``), smoothed as far as
+        its roughness looks like noise. Otherwise a level that returns from ``start`` (the AR
+        path's first step, whose half-widths are ``start80`` / ``start95``) to the sensor's long
+        mean at its measured rate phi per reading. What is left of the start's error after h steps
         is phi^h of it, and the level's own spread (the flat level's half-widths a period out)
         takes the rest of the variance.
 
@@ -291,7 +290,7 @@ class Scorer:
         if st[k.PE_N] < self.config.profile_ready:
             return None
         rho = float(np.clip(st[k.PR_C1] / st[k.PR_C0], 0.0, 0.999)) if st[k.PR_C0] > 0 else 0.0
-        seasonal = bool(st[k.MSE_S] <= st[k.MSE_F])
+        seasonal = self.serves_profile(slot)
         # One-step errors as sds: the AR path's now (SIG, its band's sigma), and that of "no
         # change" (DABS_L, the mean |x - x_prev| of learned readings).
         if st[k.DABS_L] * k.SQRT_PI_2 < st[SIG]:
@@ -306,6 +305,29 @@ class Scorer:
         h80 = np.sqrt(left**2 * start80**2 + (1.0 - left**2) * q80**2)
         h95 = np.sqrt(left**2 * start95**2 + (1.0 - left**2) * q95**2)
         return LongRun(mean, h80, h95, rho, grown=True)
+
+    def serves_profile(self, slot: int) -> bool:
+        """Whether the sensor's long-run forecast is its daily profile (else its returning level).
+
+        The profile must have erred no more than the flat level a period ahead, and the day
+        must have a shape. A level that wanders with no daily shape (barometric pressure) has
+        two near-equal errors, and which is lower is luck; often it is the profile, the last
+        days' weather imprinted on its bins. Returning to its long mean forecast such a level
+        better on every training-side pressure series (``docs/ml/README.md``). Shapeless means
+        both: the bins vary little against the noise a bin carries (which an incident's errors
+        also make true for a while), and little against the slow variance about the long mean
+        (three days' memory, which an incident barely moves for a real daily shape).
+        """
+        st = self.engine.state[slot]
+        if st[k.MSE_S] > st[k.MSE_F]:
+            return False
+        cfg = self.config
+        w = cfg.profile_weight
+        spread = float(np.var(self.engine.profile[slot, :, k.PF_S]))
+        return bool(
+            spread >= cfg.profile_shapeless_noise * float(st[k.MSE_S]) * w / (2.0 - w)
+            or spread >= cfg.profile_shapeless_share * float(st[k.RV_C1])
+        )
 
     def _profile_at(self, slot: int, times: F64) -> F64:
         """The sensor's daily profile as served (smoothed) about its slow level, at ``times``."""
