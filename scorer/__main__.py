@@ -8,6 +8,7 @@ import sys
 
 from core.errors import PipelineError
 from core.runtime import tune_gc
+from core.settings import load_settings
 from scorer.settings import ScorerSettings
 
 log = logging.getLogger("scorer")
@@ -46,8 +47,6 @@ def run(settings: ScorerSettings) -> int:
 
 
 def main() -> int:
-    from core.settings import load_settings
-
     # Exits 2 naming each invalid variable and why (SCORING's message names the key).
     return run(load_settings(ScorerSettings, "scorer"))
 
